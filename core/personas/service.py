@@ -1,0 +1,208 @@
+"""Stored personas and which one a conversation uses.
+
+Resolution order: thread override > channel setting > workspace default > built-in default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from core.personas.builtin import DEFAULT_PERSONA_NAME, builtin_personas
+from core.personas.model import Persona
+from core.storage.database import Database
+from core.storage.models import ChannelSettingRow, ConversationRow, PersonaRow
+from core.types import ConversationKey
+
+WORKSPACE_SCOPE = ""  # channel_settings.channel value for workspace-wide settings
+
+
+class PersonaSource(StrEnum):
+    THREAD = "thread"
+    CHANNEL = "channel"
+    WORKSPACE = "workspace"
+    DEFAULT = "default"
+
+
+class UnknownPersona(LookupError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"There is no persona named '{name}'.")
+        self.name = name
+
+
+class PersonaExists(ValueError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"A persona named '{name}' already exists.")
+        self.name = name
+
+
+class DefaultPersonaRequired(ValueError):
+    def __init__(self) -> None:
+        super().__init__(f"The default persona '{DEFAULT_PERSONA_NAME}' cannot be deleted; edit it instead.")
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedPersona:
+    persona: Persona
+    source: PersonaSource
+
+
+_PERSONA_COLUMNS = tuple(Persona.model_fields)
+
+
+def row_to_persona(row: PersonaRow) -> Persona:
+    return Persona.model_validate({name: getattr(row, name) for name in _PERSONA_COLUMNS})
+
+
+def _apply(row: PersonaRow, persona: Persona) -> None:
+    for name in _PERSONA_COLUMNS:
+        setattr(row, name, getattr(persona, name))
+
+
+class PersonaService:
+    def __init__(self, db: Database, default_model: str) -> None:
+        self._db = db
+        self._default_model = default_model
+
+    async def seed_builtins(self) -> None:
+        """Insert the built-in personas that are missing (a fresh database gets all of them)."""
+        async with self._db.transaction() as session:
+            existing = set((await session.scalars(select(PersonaRow.name))).all())
+            for persona in builtin_personas(self._default_model):
+                if persona.name not in existing:
+                    row = PersonaRow(builtin=True)
+                    _apply(row, persona)
+                    session.add(row)
+
+    async def list(self) -> list[Persona]:
+        async with self._db.session() as session:
+            rows = (await session.scalars(select(PersonaRow).order_by(PersonaRow.name))).all()
+            return [row_to_persona(row) for row in rows]
+
+    async def get(self, name: str) -> Persona | None:
+        async with self._db.session() as session:
+            row = await self._row(session, name)
+            return row_to_persona(row) if row else None
+
+    async def create(self, persona: Persona) -> Persona:
+        try:
+            async with self._db.transaction() as session:
+                row = PersonaRow(builtin=False)
+                _apply(row, persona)
+                session.add(row)
+        except IntegrityError:
+            raise PersonaExists(persona.name) from None
+        return persona
+
+    async def upsert(self, persona: Persona) -> bool:
+        """Create or replace by name (YAML import); returns True when it was created."""
+        async with self._db.transaction() as session:
+            row = await self._row(session, persona.name)
+            created = row is None
+            if row is None:
+                row = PersonaRow(builtin=False)
+                session.add(row)
+            _apply(row, persona)
+            return created
+
+    async def update(self, name: str, persona: Persona) -> Persona:
+        try:
+            async with self._db.transaction() as session:
+                row = await self._row(session, name)
+                if row is None:
+                    raise UnknownPersona(name)
+                if name == DEFAULT_PERSONA_NAME and persona.name != name:
+                    raise DefaultPersonaRequired()
+                _apply(row, persona)
+        except IntegrityError:
+            raise PersonaExists(persona.name) from None
+        return persona
+
+    async def delete(self, name: str) -> None:
+        if name == DEFAULT_PERSONA_NAME:
+            raise DefaultPersonaRequired()
+        async with self._db.transaction() as session:
+            row = await self._row(session, name)
+            if row is None:
+                raise UnknownPersona(name)
+            # Explicit, so that SQLite databases without foreign-key enforcement fall back too.
+            await session.execute(
+                update(ChannelSettingRow).where(ChannelSettingRow.persona_id == row.id).values(persona_id=None)
+            )
+            await session.execute(
+                update(ConversationRow).where(ConversationRow.persona_id == row.id).values(persona_id=None)
+            )
+            await session.execute(delete(PersonaRow).where(PersonaRow.id == row.id))
+
+    async def resolve(self, key: ConversationKey) -> ResolvedPersona:
+        async with self._db.session() as session:
+            thread = await session.scalar(
+                select(PersonaRow)
+                .join(ConversationRow, ConversationRow.persona_id == PersonaRow.id)
+                .where(
+                    ConversationRow.platform == key.platform,
+                    ConversationRow.workspace == key.workspace,
+                    ConversationRow.channel == key.channel,
+                    ConversationRow.thread == key.thread,
+                )
+            )
+            if thread is not None:
+                return ResolvedPersona(row_to_persona(thread), PersonaSource.THREAD)
+            rows = (
+                await session.execute(
+                    select(ChannelSettingRow.channel, PersonaRow)
+                    .join(PersonaRow, ChannelSettingRow.persona_id == PersonaRow.id)
+                    .where(
+                        ChannelSettingRow.platform == key.platform,
+                        ChannelSettingRow.workspace == key.workspace,
+                        ChannelSettingRow.channel.in_([key.channel, WORKSPACE_SCOPE]),
+                    )
+                )
+            ).all()
+            by_scope = {channel: row for channel, row in rows}
+            if key.channel in by_scope and key.channel != WORKSPACE_SCOPE:
+                return ResolvedPersona(row_to_persona(by_scope[key.channel]), PersonaSource.CHANNEL)
+            if WORKSPACE_SCOPE in by_scope:
+                return ResolvedPersona(row_to_persona(by_scope[WORKSPACE_SCOPE]), PersonaSource.WORKSPACE)
+            default = await self._row(session, DEFAULT_PERSONA_NAME)
+        if default is None:  # deleted from the database by hand: fall back to the built-in
+            return ResolvedPersona(builtin_personas(self._default_model)[0], PersonaSource.DEFAULT)
+        return ResolvedPersona(row_to_persona(default), PersonaSource.DEFAULT)
+
+    async def set_channel(self, platform: str, workspace: str, channel: str, name: str | None) -> Persona | None:
+        return await self._set_scope(platform, workspace, channel, name)
+
+    async def set_workspace_default(self, platform: str, workspace: str, name: str | None) -> Persona | None:
+        return await self._set_scope(platform, workspace, WORKSPACE_SCOPE, name)
+
+    async def set_thread(self, key: ConversationKey, name: str | None) -> Persona | None:
+        from core.conversations import get_or_create_conversation
+
+        async with self._db.transaction() as session:
+            row = await self._require(session, name) if name else None
+            conversation = await get_or_create_conversation(session, key)
+            conversation.persona_id = row.id if row else None
+            return row_to_persona(row) if row else None
+
+    async def _set_scope(self, platform: str, workspace: str, channel: str, name: str | None) -> Persona | None:
+        from core.channels import get_or_create_setting
+
+        async with self._db.transaction() as session:
+            row = await self._require(session, name) if name else None
+            setting = await get_or_create_setting(session, platform, workspace, channel)
+            setting.persona_id = row.id if row else None
+            return row_to_persona(row) if row else None
+
+    async def _require(self, session: AsyncSession, name: str) -> PersonaRow:
+        row = await self._row(session, name)
+        if row is None:
+            raise UnknownPersona(name)
+        return row
+
+    @staticmethod
+    async def _row(session: AsyncSession, name: str) -> PersonaRow | None:
+        return await session.scalar(select(PersonaRow).where(PersonaRow.name == name))
