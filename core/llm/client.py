@@ -1,0 +1,285 @@
+"""Streaming chat completions from any OpenAI-compatible endpoint.
+
+`LLMClient.stream()` yields `TextDelta`s and then exactly one `StreamEnd`. Provider problems never
+raise: they end the stream with an outcome, an `LLMError` and a notice. Retries (bounded in attempts
+and time, with full-jitter back-off that honours the provider's retry hints) happen only before the
+first token: once text was shown, a retry would show it twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import AsyncIterator
+from typing import TypeVar, cast
+from urllib.parse import urlsplit, urlunsplit
+
+import openai
+from openai import AsyncOpenAI, AsyncStream, Omit, omit
+from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
+
+from core.llm.errors import ErrorKind, LLMError, classify, rejects_stream_options
+from core.llm.retry import backoff_delay, retry_after_seconds
+from core.llm.state import StreamState, seconds
+from core.llm.types import ChatRequest, LLMTimeouts, RetryPolicy, StreamEnd, StreamEvent, TextDelta
+
+logger = logging.getLogger("threadline.llm")
+
+PROVIDER_FAILURES = (openai.APIError, json.JSONDecodeError)
+MODELS_PREVIEW = 5
+DEFAULT_TIMEOUTS = LLMTimeouts()
+DEFAULT_RETRY = RetryPolicy()
+
+T = TypeVar("T")
+ChunkStream = AsyncStream[ChatCompletionChunk]
+
+
+class LLMClient:
+    def __init__(
+        self,
+        *,
+        api_key: str | None,
+        base_url: str | None,
+        timeouts: LLMTimeouts = DEFAULT_TIMEOUTS,
+        retry: RetryPolicy = DEFAULT_RETRY,
+        client: AsyncOpenAI | None = None,
+    ) -> None:
+        """`api_key` / `base_url` of None fall back to OPENAI_API_KEY / OPENAI_BASE_URL, as in the SDK.
+
+        A given `client` is used with the SDK's own retries turned off (they are done here) and is
+        not closed by `aclose()`.
+        """
+        self._timeouts = timeouts
+        self._retry = retry
+        self._owns_client = client is None
+        if client is None:
+            self._client = _sdk_client(api_key, base_url, timeouts)
+        else:
+            self._client = client.with_options(max_retries=0)
+        self.endpoint = _display_url(str(self._client.base_url))
+        self._without_stream_options: set[tuple[str, str]] = set()
+
+    async def __aenter__(self) -> LLMClient:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        if self._owns_client:
+            await self._client.close()
+
+    def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        """Stream one reply. Close the iterator (e.g. `contextlib.aclosing`) to stop it early."""
+        return self._stream(request)
+
+    async def check(self) -> str:
+        """List the endpoint's models; a short summary, or LLMError saying what is wrong."""
+        scope = asyncio.timeout(self._timeouts.first_token)
+        try:
+            async with scope:
+                page = await self._client.models.list()
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            limit = seconds(self._timeouts.first_token)
+            error = LLMError(ErrorKind.TIMEOUT, f"{self.endpoint} did not answer within {limit}.")
+            self._log(error, "listing models timed out")
+            raise error from None
+        except PROVIDER_FAILURES as exc:
+            error = self._models_error(exc)
+            self._log(error, "listing models failed", exc)
+            raise error from None
+        names = sorted(model.id for model in page.data)
+        preview = ", ".join(names[:MODELS_PREVIEW]) + (", …" if len(names) > MODELS_PREVIEW else "")
+        return f"{self.endpoint} answered: {len(names)} models available" + (f" ({preview})" if names else "")
+
+    async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+        loop = asyncio.get_running_loop()
+        state = StreamState(request, self._timeouts, loop.time())
+        opened = await self._open(request, state)
+        if isinstance(opened, StreamEnd):
+            yield opened
+            return
+        stream, first_text = opened
+        end: StreamEnd | None = None
+        try:
+            yield TextDelta(first_text)
+            while end is None:
+                text, end = await self._next_text(stream, state)
+                if text:
+                    yield TextDelta(text)
+        finally:
+            await stream.close()
+        yield end
+
+    async def _open(self, request: ChatRequest, state: StreamState) -> tuple[ChunkStream, str] | StreamEnd:
+        """Retry until the first content delta arrives, or end the stream without any text."""
+        key = (self.endpoint, request.model)
+        include_usage = key not in self._without_stream_options
+        failures = 0
+        while True:
+            deadline, timeout_outcome = state.deadline_before_text()
+            scope = asyncio.timeout_at(deadline)
+            try:
+                async with scope:
+                    stream, first_text = await self._attempt(request, state, include_usage)
+            except TimeoutError:
+                if not scope.expired():
+                    raise
+                end = state.timed_out(timeout_outcome)
+                self._log(end.error, f"no first token after {failures + 1} attempt(s)")
+                return end
+            except PROVIDER_FAILURES as exc:
+                if include_usage and isinstance(exc, openai.APIError) and rejects_stream_options(exc):
+                    logger.info("%s rejects stream_options; retrying without usage reporting", self.endpoint)
+                    include_usage = False
+                    continue
+                failures += 1
+                give_up_or_delay = self._after_failure(exc, failures, state)
+                if isinstance(give_up_or_delay, StreamEnd):
+                    return give_up_or_delay
+                await asyncio.sleep(give_up_or_delay)
+                continue
+            if not include_usage:
+                self._without_stream_options.add(key)
+            if first_text is None:
+                return state.finished()
+            return stream, first_text
+
+    async def _attempt(
+        self, request: ChatRequest, state: StreamState, include_usage: bool
+    ) -> tuple[ChunkStream, str | None]:
+        """One request, read up to its first content delta; the stream is closed unless returned open."""
+        state.begin_attempt()
+        stream = await self._create(request, include_usage)
+        try:
+            first_text = await self._first_text(stream, state)
+        except BaseException:
+            await stream.close()
+            raise
+        if first_text is None:
+            await stream.close()
+        return stream, first_text
+
+    async def _first_text(self, stream: ChunkStream, state: StreamState) -> str | None:
+        loop = asyncio.get_running_loop()
+        while (chunk := await anext(stream, None)) is not None:
+            text = state.absorb(chunk, loop.time())
+            if text:
+                return text
+        return None
+
+    async def _next_text(self, stream: ChunkStream, state: StreamState) -> tuple[str, StreamEnd | None]:
+        """The next content text ("" for chunks without any), or how the stream ended."""
+        deadline, timeout_outcome = state.deadline_for_next_token()
+        scope = asyncio.timeout_at(deadline)
+        try:
+            async with scope:
+                chunk = await anext(stream, None)
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            end = state.timed_out(timeout_outcome)
+            self._log(end.error, "stream timed out after text was shown")
+            return "", end
+        except PROVIDER_FAILURES as exc:
+            error = self._mid_reply_error(exc, state.request.model)
+            end = state.broken(error, connection_dropped=_dropped(exc))
+            self._log(end.error, "stream broke after text was shown", exc)
+            return "", end
+        if chunk is None:
+            return "", state.finished()
+        return state.absorb(chunk, asyncio.get_running_loop().time()), None
+
+    async def _create(self, request: ChatRequest, include_usage: bool) -> ChunkStream:
+        return await self._client.chat.completions.create(
+            model=request.model,
+            messages=cast("list[ChatCompletionMessageParam]", request.messages),
+            stream=True,
+            stream_options={"include_usage": True} if include_usage else omit,
+            temperature=_given(request.temperature),
+            top_p=_given(request.top_p),
+            max_tokens=_given(request.max_tokens),
+            response_format={"type": "json_object"} if request.json_mode else omit,
+        )
+
+    def _after_failure(
+        self, exc: openai.APIError | json.JSONDecodeError, failures: int, state: StreamState
+    ) -> StreamEnd | float:
+        """The failed stream's end, or how long to wait before trying again."""
+        model = state.request.model
+        error = classify(exc, model=model, endpoint=self.endpoint, attempts=failures)
+        delay = self._retry_delay(error, exc, failures, state)
+        if delay is None:
+            self._log(error, f"request failed after {failures} attempt(s)", exc)
+            return state.failed(error)
+        logger.info(
+            "retrying %s in %.2f s (attempt %d of %d failed: %s)",
+            model, delay, failures, self._retry.max_attempts, self._redact(str(exc)),
+        )
+        return delay
+
+    def _retry_delay(
+        self, error: LLMError, exc: openai.APIError | json.JSONDecodeError, failures: int, state: StreamState
+    ) -> float | None:
+        """Seconds to wait before the next attempt, or None to give up now."""
+        if not error.retryable or failures >= self._retry.max_attempts:
+            return None
+        hint = retry_after_seconds(exc.response.headers) if isinstance(exc, openai.APIStatusError) else None
+        delay = backoff_delay(self._retry, failures, hint)
+        resume_at = asyncio.get_running_loop().time() + delay
+        deadline, _ = state.deadline_before_text()
+        if resume_at - state.started > self._retry.max_total or resume_at >= deadline:
+            return None
+        return delay
+
+    def _mid_reply_error(self, exc: openai.APIError | json.JSONDecodeError, model: str) -> LLMError:
+        if _dropped(exc):
+            summary = f"The connection to the model provider at {self.endpoint} dropped mid-reply."
+            return LLMError(ErrorKind.PROVIDER_DOWN, summary)
+        return classify(exc, model=model, endpoint=self.endpoint)
+
+    def _models_error(self, exc: openai.APIError | json.JSONDecodeError) -> LLMError:
+        if isinstance(exc, openai.APIStatusError) and exc.status_code == 404:
+            summary = f"{self.endpoint} has no /models route; check OPENAI_BASE_URL (it usually ends in /v1)."
+            return LLMError(ErrorKind.BAD_REQUEST, summary, status=404)
+        return classify(exc, model="", endpoint=self.endpoint)
+
+    def _log(self, error: LLMError | None, what: str, exc: BaseException | None = None) -> None:
+        if error is None:
+            return
+        detail = f": {self._redact(repr(exc))}" if exc is not None else ""
+        logger.warning(
+            "LLM %s [error id %s] kind=%s status=%s endpoint=%s%s",
+            what, error.error_id, error.kind.value, error.status, self.endpoint, detail,
+        )
+
+    def _redact(self, text: str) -> str:
+        key = self._client.api_key
+        return text.replace(key, "[redacted]") if key else text
+
+
+def _sdk_client(api_key: str | None, base_url: str | None, timeouts: LLMTimeouts) -> AsyncOpenAI:
+    try:
+        return AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeouts.total)
+    except openai.OpenAIError:
+        summary = "No API key is configured: set OPENAI_API_KEY (local servers accept any value)."
+        raise LLMError(ErrorKind.AUTH, summary) from None
+
+
+def _dropped(exc: BaseException) -> bool:
+    return isinstance(exc, openai.APIConnectionError) and not isinstance(exc, openai.APITimeoutError)
+
+
+def _given(value: T | None) -> T | Omit:
+    return omit if value is None else value
+
+
+def _display_url(url: str) -> str:
+    """The endpoint without credentials or query, fit for logs and messages."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    netloc = f"{host}:{parts.port}" if parts.port else host
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
