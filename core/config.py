@@ -46,7 +46,9 @@ class Settings(BaseSettings):
     )
     openai_api_key: str | None = Field(default=None, validation_alias="OPENAI_API_KEY", repr=False)
     openai_base_url: str | None = Field(default=None, validation_alias="OPENAI_BASE_URL")
-    default_model: str = Field(default="gpt-4o-mini", validation_alias="THREADLINE_DEFAULT_MODEL", min_length=1)
+    default_model: str = Field(
+        default="gpt-4o-mini", validation_alias="THREADLINE_DEFAULT_MODEL", min_length=1
+    )
 
     llm_first_token_timeout: float = Field(
         default=60.0, gt=0, validation_alias="THREADLINE_LLM_FIRST_TOKEN_TIMEOUT"
@@ -65,9 +67,13 @@ class Settings(BaseSettings):
 
     slack_bot_token: str | None = Field(default=None, validation_alias="SLACK_BOT_TOKEN", repr=False)
     slack_app_token: str | None = Field(default=None, validation_alias="SLACK_APP_TOKEN", repr=False)
-    slack_signing_secret: str | None = Field(default=None, validation_alias="SLACK_SIGNING_SECRET", repr=False)
+    slack_signing_secret: str | None = Field(
+        default=None, validation_alias="SLACK_SIGNING_SECRET", repr=False
+    )
     slack_api_url: str = Field(default="https://slack.com/api/", validation_alias="SLACK_API_URL")
-    slack_persona_command: str = Field(default="/persona", validation_alias="THREADLINE_SLACK_PERSONA_COMMAND")
+    slack_persona_command: str = Field(
+        default="/persona", validation_alias="THREADLINE_SLACK_PERSONA_COMMAND"
+    )
     slack_edit_interval: float | None = Field(
         default=None, ge=0, validation_alias="THREADLINE_SLACK_EDIT_INTERVAL"
     )
@@ -75,8 +81,12 @@ class Settings(BaseSettings):
     discord_token: str | None = Field(default=None, validation_alias="DISCORD_TOKEN", repr=False)
     discord_api_url: str = Field(default="https://discord.com/api/v10", validation_alias="DISCORD_API_URL")
     discord_gateway_url: str | None = Field(default=None, validation_alias="DISCORD_GATEWAY_URL")
-    discord_message_content: bool = Field(default=False, validation_alias="THREADLINE_DISCORD_MESSAGE_CONTENT")
-    discord_shard_count: int | None = Field(default=None, ge=1, validation_alias="THREADLINE_DISCORD_SHARD_COUNT")
+    discord_message_content: bool = Field(
+        default=False, validation_alias="THREADLINE_DISCORD_MESSAGE_CONTENT"
+    )
+    discord_shard_count: int | None = Field(
+        default=None, ge=1, validation_alias="THREADLINE_DISCORD_SHARD_COUNT"
+    )
     discord_shard_ids: Annotated[list[int] | None, NoDecode] = Field(
         default=None, validation_alias="THREADLINE_DISCORD_SHARD_IDS"
     )

@@ -25,9 +25,7 @@ SAFETY_MARGIN_MIN = 64
 REPLY_PRIMING_TOKENS = 3
 
 
-def context_window(
-    model: str, persona_window: int | None, overrides: Mapping[str, int], default: int
-) -> int:
+def context_window(model: str, persona_window: int | None, overrides: Mapping[str, int], default: int) -> int:
     if persona_window:
         return persona_window
     if model in overrides:

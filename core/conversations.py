@@ -117,9 +117,9 @@ class ConversationStore:
     ) -> AsyncIterator[Sequence[HistoryItem]]:
         """Batches of context-eligible messages, newest first; stop iterating once the budget is full."""
         cursor = before_id
-        eligible = (
-            (MessageRow.role == "user") & MessageRow.status.in_(USER_CONTEXT_STATUSES)
-        ) | ((MessageRow.role == "assistant") & MessageRow.status.in_(ASSISTANT_CONTEXT_STATUSES))
+        eligible = ((MessageRow.role == "user") & MessageRow.status.in_(USER_CONTEXT_STATUSES)) | (
+            (MessageRow.role == "assistant") & MessageRow.status.in_(ASSISTANT_CONTEXT_STATUSES)
+        )
         while True:
             async with self._db.session() as session:
                 rows = (

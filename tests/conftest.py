@@ -9,6 +9,12 @@ from pathlib import Path
 
 import pytest
 
+pytest.register_assert_rewrite("tests.fakes")
+
+from core.app import Core  # noqa: E402
+from core.config import Settings, load_settings  # noqa: E402
+from tests.fakes.openai_server import FakeOpenAI  # noqa: E402
+
 pytest_plugins = ["tests.fakes.openai_server"]
 
 for _proxy in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
@@ -82,3 +88,24 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'threadline.db'}"
+
+
+def make_settings(**overrides: object) -> Settings:
+    """Settings for tests: never a developer's .env, fast LLM retries."""
+    values: dict[str, object] = {"_env_file": None, "llm_max_attempts": 3}
+    values.update(overrides)
+    return load_settings(**values)
+
+
+@pytest.fixture
+async def core(database_url: str, fake_openai: FakeOpenAI) -> AsyncIterator[Core]:
+    """A Core on an empty database of each kind, talking to the fake OpenAI server."""
+    opened = await Core.open(
+        make_settings(
+            database_url=database_url, openai_base_url=fake_openai.base_url, openai_api_key="sk-test"
+        )
+    )
+    try:
+        yield opened
+    finally:
+        await opened.aclose()

@@ -56,14 +56,19 @@ def test_changing_both_temperature_and_top_p_warns() -> None:
 
 
 def test_form_fields_round_trip() -> None:
-    persona, _ = Persona.from_fields({**BASE, "temperature": "0.7", "max_tokens": "1,000", "history_limit": ""})
+    persona, _ = Persona.from_fields(
+        {**BASE, "temperature": "0.7", "max_tokens": "1,000", "history_limit": ""}
+    )
     assert persona.temperature == 0.7 and persona.max_tokens == 1000 and persona.history_limit is None
     again, _ = Persona.from_fields(persona.to_fields())
     assert again == persona
 
 
 def test_yaml_round_trip_and_errors() -> None:
-    personas = [Persona.validate_data(BASE), Persona.validate_data({**BASE, "name": "json", "response_format": "json_object"})]
+    personas = [
+        Persona.validate_data(BASE),
+        Persona.validate_data({**BASE, "name": "json", "response_format": "json_object"}),
+    ]
     assert load_personas(dump_personas(personas)) == personas
     with pytest.raises(PersonaFileError, match="persona bad: temperature must be a number between 0 and 2"):
         load_personas("personas:\n  - {name: bad, system_prompt: x, model: m, temperature: 3}\n")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import TypeVar, cast
 from urllib.parse import urlsplit, urlunsplit
 
@@ -70,7 +70,7 @@ class LLMClient:
         if self._owns_client:
             await self._client.close()
 
-    def stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    def stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         """Stream one reply. Close the iterator (e.g. `contextlib.aclosing`) to stop it early."""
         return self._stream(request)
 
@@ -95,7 +95,7 @@ class LLMClient:
         preview = ", ".join(names[:MODELS_PREVIEW]) + (", …" if len(names) > MODELS_PREVIEW else "")
         return f"{self.endpoint} answered: {len(names)} models available" + (f" ({preview})" if names else "")
 
-    async def _stream(self, request: ChatRequest) -> AsyncIterator[StreamEvent]:
+    async def _stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         loop = asyncio.get_running_loop()
         state = StreamState(request, self._timeouts, loop.time())
         opened = await self._open(request, state)

@@ -131,7 +131,9 @@ class PersonaService:
                 raise UnknownPersona(name)
             # Explicit, so that SQLite databases without foreign-key enforcement fall back too.
             await session.execute(
-                update(ChannelSettingRow).where(ChannelSettingRow.persona_id == row.id).values(persona_id=None)
+                update(ChannelSettingRow)
+                .where(ChannelSettingRow.persona_id == row.id)
+                .values(persona_id=None)
             )
             await session.execute(
                 update(ConversationRow).where(ConversationRow.persona_id == row.id).values(persona_id=None)
@@ -173,7 +175,9 @@ class PersonaService:
             return ResolvedPersona(builtin_personas(self._default_model)[0], PersonaSource.DEFAULT)
         return ResolvedPersona(row_to_persona(default), PersonaSource.DEFAULT)
 
-    async def set_channel(self, platform: str, workspace: str, channel: str, name: str | None) -> Persona | None:
+    async def set_channel(
+        self, platform: str, workspace: str, channel: str, name: str | None
+    ) -> Persona | None:
         return await self._set_scope(platform, workspace, channel, name)
 
     async def set_workspace_default(self, platform: str, workspace: str, name: str | None) -> Persona | None:
@@ -188,7 +192,9 @@ class PersonaService:
             conversation.persona_id = row.id if row else None
             return row_to_persona(row) if row else None
 
-    async def _set_scope(self, platform: str, workspace: str, channel: str, name: str | None) -> Persona | None:
+    async def _set_scope(
+        self, platform: str, workspace: str, channel: str, name: str | None
+    ) -> Persona | None:
         from core.channels import get_or_create_setting
 
         async with self._db.transaction() as session:

@@ -112,7 +112,8 @@ class MessageRow(Base):
     content: Mapped[str] = mapped_column(Text)
     token_count: Mapped[int] = mapped_column(Integer)  # as sent to the model, message overhead included
     token_encoding: Mapped[str] = mapped_column(String(32))
-    # user: complete | refused; assistant: streaming | complete | cut | filtered | interrupted | timeout | failed
+    # user: complete | refused
+    # assistant: streaming | complete | cut | filtered | interrupted | timeout | failed | stopped | refused
     status: Mapped[str] = mapped_column(String(16))
     finish_reason: Mapped[str | None] = mapped_column(String(32))
     model: Mapped[str | None] = mapped_column(String(200))

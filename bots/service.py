@@ -1,0 +1,97 @@
+"""`threadline run`: the HTTP server, every configured platform adapter, until SIGTERM/SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from typing import Protocol
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from sqlalchemy import text
+
+from core.app import Core
+
+log = logging.getLogger("threadline.service")
+
+
+class Adapter(Protocol):
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+    def ready(self) -> bool: ...
+
+
+def build_adapters(core: Core, http: web.Application) -> list[Adapter]:
+    adapters: list[Adapter] = []
+    if core.settings.slack_enabled:
+        from bots.slack.adapter import SlackAdapter
+
+        adapters.append(SlackAdapter(core, http))
+    if core.settings.discord_enabled:
+        from bots.discord.adapter import DiscordAdapter
+
+        adapters.append(DiscordAdapter(core, http))
+    return adapters
+
+
+def add_health_routes(app: web.Application, core: Core, adapters: list[Adapter]) -> None:
+    """/healthz, /readyz and /metrics; `adapters` is read at request time."""
+
+    async def healthz(_request: web.Request) -> web.Response:
+        return web.json_response({"status": "ok"})
+
+    async def readyz(_request: web.Request) -> web.Response:
+        checks: dict[str, bool] = {}
+        try:
+            async with core.db.session() as session:
+                await session.execute(text("SELECT 1"))
+            checks["database"] = True
+        except Exception:
+            log.warning("readiness: database unreachable", exc_info=True)
+            checks["database"] = False
+        for adapter in adapters:
+            checks[adapter.name] = adapter.ready()
+        ok = all(checks.values())
+        return web.json_response({"ready": ok, "checks": checks}, status=200 if ok else 503)
+
+    async def metrics(_request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/readyz", readyz)
+    app.router.add_get("/metrics", metrics)
+
+
+async def serve(core: Core, stop: asyncio.Event | None = None) -> None:
+    """Run until `stop` is set or a SIGTERM/SIGINT arrives."""
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    http = web.Application()
+    adapters: list[Adapter] = []
+    add_health_routes(http, core, adapters)
+    adapters.extend(build_adapters(core, http))
+    runner = web.AppRunner(http, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, core.settings.host, core.settings.port)
+    await site.start()
+    log.info("HTTP server on %s:%s", core.settings.host, core.settings.port)
+    try:
+        for adapter in adapters:
+            await adapter.start()
+            log.info("%s adapter started", adapter.name)
+        await stop.wait()
+        log.info("stopping")
+    finally:
+        for adapter in reversed(adapters):
+            try:
+                await adapter.stop()
+            except Exception:
+                log.exception("%s adapter did not stop cleanly", adapter.name)
+        await runner.cleanup()

@@ -1,0 +1,109 @@
+"""The `threadline` command as an operator uses it: exit codes, one-line errors, personas, db."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+THREADLINE = [sys.executable, "-m", "bots.cli"]
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run_cli(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("SLACK_", "DISCORD_", "OPENAI_", "THREADLINE_", "DATABASE_URL"))
+    }
+    clean["PYTHONPATH"] = str(ROOT)
+    clean.update(env or {})
+    return subprocess.run(
+        THREADLINE + args, cwd=cwd, env=clean, input=stdin, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_bad_setting_stops_with_one_line_naming_it(tmp_path: Path) -> None:
+    result = run_cli(["db", "current"], tmp_path, {"THREADLINE_PORT": "abc"})
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "threadline: THREADLINE_PORT: Input should be a valid integer, unable to parse string as an integer"
+    ]
+    result = run_cli(["db", "current"], tmp_path, {"DATABASE_URL": "mysql://x/y"})
+    assert result.returncode == 2
+    assert "DATABASE_URL" in result.stderr and len(result.stderr.strip().splitlines()) == 1
+
+
+def test_env_file_is_read(tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("THREADLINE_LOG_LEVEL=loud\n")
+    result = run_cli(["db", "current"], tmp_path)
+    assert result.returncode == 2 and "THREADLINE_LOG_LEVEL" in result.stderr
+
+
+def test_run_without_platform_or_terminal_exits_2_saying_what_to_set(tmp_path: Path) -> None:
+    result = run_cli(["run"], tmp_path, {"OPENAI_API_KEY": "sk-test"})
+    assert result.returncode == 2
+    assert "SLACK_BOT_TOKEN" in result.stderr and "DISCORD_TOKEN" in result.stderr
+
+
+def test_chat_without_llm_endpoint_exits_2(tmp_path: Path) -> None:
+    result = run_cli(["chat"], tmp_path, stdin="hello\n")
+    assert result.returncode == 2 and "OPENAI_API_KEY" in result.stderr
+
+
+def test_slack_without_signing_secret_or_app_token_exits_2(tmp_path: Path) -> None:
+    result = run_cli(["run"], tmp_path, {"OPENAI_API_KEY": "sk-test", "SLACK_BOT_TOKEN": "xoxb-1"})
+    assert result.returncode == 2 and "SLACK_SIGNING_SECRET" in result.stderr
+
+
+def test_db_upgrade_and_current(tmp_path: Path) -> None:
+    result = run_cli(["db", "current"], tmp_path)
+    assert result.returncode == 0 and "empty" in result.stdout
+    result = run_cli(["db", "upgrade"], tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "threadline.db").exists()
+    result = run_cli(["db", "current"], tmp_path)
+    assert "up to date" in result.stdout
+
+
+def test_personas_list_show_export_import(tmp_path: Path) -> None:
+    listed = run_cli(["personas", "list"], tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    assert [line.split()[0] for line in listed.stdout.splitlines()] == [
+        "assistant",
+        "extractor",
+        "legal-info",
+        "python",
+        "support",
+    ]
+    shown = run_cli(["personas", "show", "extractor"], tmp_path)
+    assert "response_format: json_object" in shown.stdout
+    missing = run_cli(["personas", "show", "nobody"], tmp_path)
+    assert missing.returncode == 2 and "nobody" in missing.stderr
+
+    exported = run_cli(["personas", "export"], tmp_path).stdout
+    assert exported.count("- name:") == 5
+    new = (
+        "personas:\n  - name: pirate\n    system_prompt: Talk like a pirate.\n"
+        "    model: gpt-4o\n    temperature: 1.2\n    top_p: 0.5\n"
+    )
+    (tmp_path / "p.yaml").write_text(new)
+    imported = run_cli(["personas", "import", "p.yaml"], tmp_path)
+    assert imported.returncode == 0 and "created pirate" in imported.stdout
+    assert "only one" in imported.stderr  # temperature and top_p both changed
+    again = run_cli(["personas", "import", "-"], tmp_path, stdin=new.replace("1.2", "0.9"))
+    assert "updated pirate" in again.stdout
+    bad = run_cli(["personas", "import", "-"], tmp_path, stdin=new.replace("1.2", "7"))
+    assert bad.returncode == 2
+    assert "temperature must be a number between 0 and 2" in bad.stderr
+    assert run_cli(["personas", "import", "nope.yaml"], tmp_path).returncode == 2
+
+
+@pytest.mark.parametrize("argv", [["personas"], ["db", "sideways"]])
+def test_usage_errors_exit_2(tmp_path: Path, argv: list[str]) -> None:
+    assert run_cli(argv, tmp_path).returncode == 2
