@@ -12,6 +12,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from sqlalchemy import text
 
 from core.app import Core
+from core.metrics import watch_event_loop
 
 log = logging.getLogger("threadline.service")
 
@@ -20,6 +21,10 @@ class Adapter(Protocol):
     name: str
 
     async def start(self) -> None: ...
+
+    async def stop_receiving(self) -> None:
+        """Take no new events; replies in flight can still post and edit."""
+        ...
 
     async def stop(self) -> None: ...
 
@@ -82,13 +87,18 @@ async def serve(core: Core, stop: asyncio.Event | None = None) -> None:
     site = web.TCPSite(runner, core.settings.host, core.settings.port)
     await site.start()
     log.info("HTTP server on %s:%s", core.settings.host, core.settings.port)
+    lag_monitor = asyncio.create_task(watch_event_loop())
     try:
         for adapter in adapters:
             await adapter.start()
             log.info("%s adapter started", adapter.name)
         await stop.wait()
-        log.info("stopping")
+        log.info("stopping: no new events; replies in flight get %.0f s", core.settings.shutdown_grace)
+        for adapter in adapters:
+            await adapter.stop_receiving()
+        await core.engine.drain(core.settings.shutdown_grace)
     finally:
+        lag_monitor.cancel()
         for adapter in reversed(adapters):
             try:
                 await adapter.stop()

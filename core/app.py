@@ -9,11 +9,14 @@ from core.config import Settings
 from core.conversations import ConversationStore
 from core.dedup import ProcessedEvents
 from core.engine import Engine, WindowSettings
+from core.leases import ConversationLeases
 from core.llm import LLMClient, LLMTimeouts, RetryPolicy
 from core.personas.service import PersonaService
+from core.schedules import ScheduleService
 from core.storage.database import Database
 from core.storage.migrate import upgrade
 from core.streaming import EditBudgets
+from core.usage import Prices, Quotas, UsageService
 
 
 def llm_client(settings: Settings) -> LLMClient:
@@ -42,6 +45,8 @@ class Core:
     conversations: ConversationStore
     budgets: EditBudgets
     llm: LLMClient
+    usage: UsageService
+    schedules: ScheduleService
 
     @classmethod
     async def open(cls, settings: Settings, *, migrate: bool = True) -> Core:
@@ -58,11 +63,15 @@ class Core:
         conversations = ConversationStore(db)
         budgets = EditBudgets()
         llm = llm_client(settings)
+        usage = UsageService(db, Prices.with_overrides(settings.model_prices))
         engine = Engine(
             conversations=conversations,
             personas=personas,
             llm=llm,
             budgets=budgets,
+            leases=ConversationLeases(db),
+            usage=usage,
+            quotas=Quotas(settings.daily_tokens_per_user, settings.daily_tokens_per_channel),
             windows=WindowSettings(default=settings.default_context_window, overrides=settings.model_windows),
         )
         return cls(
@@ -75,6 +84,8 @@ class Core:
             conversations=conversations,
             budgets=budgets,
             llm=llm,
+            usage=usage,
+            schedules=ScheduleService(db),
         )
 
     async def aclose(self) -> None:

@@ -95,6 +95,19 @@ class Settings(BaseSettings):
         default=None, ge=0, validation_alias="THREADLINE_DISCORD_EDIT_INTERVAL"
     )
 
+    model_prices: Annotated[dict[str, tuple[float, float]], NoDecode] = Field(
+        default_factory=dict, validation_alias="THREADLINE_MODEL_PRICES"
+    )
+    daily_tokens_per_user: int | None = Field(
+        default=None, ge=1, validation_alias="THREADLINE_DAILY_TOKENS_PER_USER"
+    )
+    daily_tokens_per_channel: int | None = Field(
+        default=None, ge=1, validation_alias="THREADLINE_DAILY_TOKENS_PER_CHANNEL"
+    )
+    retention_days: int = Field(default=0, ge=0, validation_alias="THREADLINE_RETENTION_DAYS")
+    dedup_ttl_hours: int = Field(default=24, ge=1, validation_alias="THREADLINE_DEDUP_TTL_HOURS")
+    shutdown_grace: float = Field(default=20.0, ge=0, validation_alias="THREADLINE_SHUTDOWN_GRACE")
+
     host: str = Field(default="0.0.0.0", validation_alias="THREADLINE_HOST")
     port: int = Field(default=3000, ge=0, le=65535, validation_alias="THREADLINE_PORT")
     admins: Annotated[list[str], NoDecode] = Field(default_factory=list, validation_alias="THREADLINE_ADMINS")
@@ -118,6 +131,30 @@ class Settings(BaseSettings):
                 raise ValueError("expected model=tokens pairs separated by commas, e.g. llama3=8192")
             windows[model.strip()] = int(tokens)
         return windows
+
+    @field_validator("model_prices", mode="before")
+    @classmethod
+    def _model_prices(cls, value: Any) -> Any:
+        if not isinstance(value, str):
+            return value
+        prices: dict[str, tuple[float, float]] = {}
+        for item in _split_csv(value):
+            model, sep, pair = item.rpartition("=")
+            prompt, slash, completion = pair.partition("/")
+            try:
+                prices[model.strip()] = (float(prompt), float(completion))
+            except ValueError:
+                raise ValueError(
+                    "expected model=input/output USD per million tokens, e.g. gpt-4o=2.5/10"
+                ) from None
+            if not sep or not slash or not model.strip():
+                raise ValueError("expected model=input/output USD per million tokens, e.g. gpt-4o=2.5/10")
+        return prices
+
+    @field_validator("daily_tokens_per_user", "daily_tokens_per_channel", mode="before")
+    @classmethod
+    def _zero_is_off(cls, value: Any) -> Any:
+        return None if value in ("", "0", 0) else value
 
     @field_validator("discord_shard_ids", mode="before")
     @classmethod

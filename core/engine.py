@@ -10,9 +10,12 @@ import time
 from collections.abc import Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
+from core import metrics
 from core.context import Budget, ContextMessage, context_window, select_context
 from core.conversations import ConversationStore
+from core.leases import ConversationLeases
 from core.llm import ChatRequest, ErrorKind, LLMClient, Outcome, StreamEnd, TextDelta
 from core.locks import KeyedLocks
 from core.personas.model import Persona
@@ -21,6 +24,7 @@ from core.streaming import EditBudgets, RenderResult, ReplyRenderer
 from core.surface import Surface
 from core.tokens import count_message_tokens, encoding_name_for_model
 from core.types import Author, ConversationKey
+from core.usage import Quotas, UsageService, quota_refusal
 
 log = logging.getLogger("threadline.engine")
 
@@ -37,6 +41,8 @@ _STATUS_BY_OUTCOME: dict[Outcome, str] = {
 }
 STOPPED_NOTICE = "⏹️ Stopped: the reply message was deleted."
 INVALID_JSON_NOTICE = "⚠️ This reply is not valid JSON."
+CHECKPOINT_SECONDS = 2.0  # how often a streaming reply's text is saved, for crash recovery
+SHUTDOWN_NOTICE = "⚠️ Threadline restarted while writing this reply, so it is incomplete."
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,13 +71,33 @@ def user_content(author: Author, text: str) -> str:
     return f"{author.name}: {text}" if author.name else text
 
 
-class _Prepared:
-    """What one attempt at the model needs, rebuilt with a smaller budget on a context-length error."""
+@dataclass(slots=True)
+class _Run:
+    """The state of one turn while it runs."""
 
-    def __init__(self, persona: Persona, system: ContextMessage, newest: ContextMessage) -> None:
-        self.persona = persona
-        self.system = system
-        self.newest = newest
+    turn: Turn
+    renderer: ReplyRenderer
+    placeholder: asyncio.Task[None]
+    started: float
+    persona: Persona
+    encoding: str
+    system: ContextMessage
+    newest: ContextMessage
+    budget: Budget
+    conversation_id: int = 0
+    history_start: int = 0
+    user_id: int = 0
+    reply_id: int = 0
+    first_token_at: float | None = None
+    chunks: list[str] = field(default_factory=list)
+
+    @property
+    def model(self) -> str:
+        return self.persona.model
+
+    def row_fields(self) -> dict[str, str]:
+        author = self.turn.author
+        return {"requested_by": author.id, "token_encoding": self.encoding}
 
 
 class Engine:
@@ -82,6 +108,9 @@ class Engine:
         personas: PersonaService,
         llm: LLMClient,
         budgets: EditBudgets,
+        leases: ConversationLeases,
+        usage: UsageService,
+        quotas: Quotas | None = None,
         windows: WindowSettings | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -89,9 +118,30 @@ class Engine:
         self._personas = personas
         self._llm = llm
         self._budgets = budgets
+        self._leases = leases
+        self._usage = usage
+        self._quotas = quotas or Quotas()
         self._windows = windows or WindowSettings()
         self._clock = clock
         self._locks = KeyedLocks()
+        self._in_flight: set[asyncio.Task[TurnResult]] = set()
+
+    @property
+    def turns_in_flight(self) -> int:
+        return len(self._in_flight)
+
+    async def drain(self, grace: float) -> None:
+        """Let turns in flight finish within `grace` seconds; stop the rest with a visible note."""
+        pending = set(self._in_flight)
+        if not pending:
+            return
+        log.info("waiting up to %.0f s for %d replies in flight", grace, len(pending))
+        _, late = await asyncio.wait(pending, timeout=grace)
+        for task in late:
+            task.cancel()
+        if late:
+            log.warning("stopping %d replies still streaming after the grace period", len(late))
+            await asyncio.wait(late, timeout=10)
 
     async def has_conversation(self, key: ConversationKey) -> bool:
         return await self._conversations.exists(key)
@@ -101,112 +151,160 @@ class Engine:
             return await self._conversations.reset(key)
 
     async def handle_turn(self, turn: Turn, surface: Surface) -> TurnResult:
-        renderer = ReplyRenderer(surface, self._budgets)
+        started = self._clock()
+        measured = metrics.MeasuredSurface(surface, turn.key.platform, started, self._clock)
+        renderer = ReplyRenderer(measured, self._budgets)
         # The placeholder goes out at once, even while an earlier turn of this conversation finishes.
         placeholder = asyncio.create_task(renderer.start())
+        task = asyncio.current_task()
+        gauge = metrics.STREAMS_IN_FLIGHT.labels(turn.key.platform)
+        gauge.inc()
+        if task is not None:
+            self._in_flight.add(task)
         try:
             async with self._locks.hold(turn.key):
-                return await self._run(turn, renderer, placeholder)
+                result = await self._run(turn, renderer, placeholder, started)
         except Exception:
             error_id = secrets.token_hex(4)
             log.exception("turn failed in %s (error id %s)", turn.key.describe(), error_id)
-            result = await self._show_failure(
+            shown = await self._show_failure(
                 renderer, placeholder, f"⚠️ Something went wrong on our side (error id {error_id})."
             )
-            return TurnResult(status="failed", message_ids=result.message_ids if result else [])
+            result = TurnResult(status="failed", message_ids=shown.message_ids if shown else [])
+        finally:
+            gauge.dec()
+            if task is not None:
+                self._in_flight.discard(task)
+        metrics.TURNS.labels(turn.key.platform, result.status).inc()
+        metrics.REPLY_TIME.labels(turn.key.platform).observe(self._clock() - started)
+        return result
 
-    async def _run(self, turn: Turn, renderer: ReplyRenderer, placeholder: asyncio.Task[None]) -> TurnResult:
-        started = self._clock()
+    async def _run(
+        self, turn: Turn, renderer: ReplyRenderer, placeholder: asyncio.Task[None], started: float
+    ) -> TurnResult:
         persona = (await self._personas.resolve(turn.key)).persona
         model = persona.model
-        encoding = encoding_name_for_model(model)
         content = user_content(turn.author, turn.text)
-        system = ContextMessage(
-            "system", persona.system_prompt, count_message_tokens("system", persona.system_prompt, model)
+        run = _Run(
+            turn=turn,
+            renderer=renderer,
+            placeholder=placeholder,
+            started=started,
+            persona=persona,
+            encoding=encoding_name_for_model(model),
+            system=ContextMessage(
+                "system", persona.system_prompt, count_message_tokens("system", persona.system_prompt, model)
+            ),
+            newest=ContextMessage("user", content, count_message_tokens("user", content, model)),
+            budget=Budget.for_window(
+                context_window(model, persona.context_window, self._windows.overrides, self._windows.default),
+                persona.max_tokens,
+            ),
         )
-        newest = ContextMessage("user", content, count_message_tokens("user", content, model))
-        budget = Budget.for_window(
-            context_window(model, persona.context_window, self._windows.overrides, self._windows.default),
-            persona.max_tokens,
-        )
-        conversation_id, history_start = await self._conversations.open(turn.key)
-        base = {"author_id": turn.author.id, "author_name": turn.author.name, "token_encoding": encoding}
+        run.conversation_id, run.history_start = await self._conversations.open(turn.key)
+        async with self._leases.hold(run.conversation_id):
+            refusal = await self._refusal(run)
+            if refusal is not None:
+                return await self._refuse(run, refusal)
+            return await self._answer(run)
 
-        if system.tokens + newest.tokens > budget.prompt_tokens:
-            return await self._refuse_too_long(
-                turn, renderer, placeholder, conversation_id, base, newest, system, budget, persona
+    async def _refusal(self, run: _Run) -> str | None:
+        if run.system.tokens + run.newest.tokens > run.budget.prompt_tokens:
+            limit = max(run.budget.prompt_tokens - run.system.tokens, 0)
+            return (
+                f"⚠️ Your message is {run.newest.tokens:,} tokens long; {run.model} with this persona "
+                f"accepts at most {limit:,} tokens per message. Please shorten it or split it up."
             )
-
-        user_id = await self._conversations.add_message(
-            conversation_id,
-            role="user",
-            content=content,
-            token_count=newest.tokens,
-            status="complete",
-            source_message_id=turn.platform_message_id,
-            **base,
+        if not self._quotas.enabled:
+            return None
+        key = run.turn.key
+        return await quota_refusal(
+            self._usage,
+            self._quotas,
+            key.platform,
+            key.workspace,
+            key.channel,
+            run.turn.author.id,
+            datetime.now(UTC),
         )
-        await placeholder
-        reply_id = await self._conversations.add_message(
-            conversation_id,
+
+    async def _answer(self, run: _Run) -> TurnResult:
+        turn = run.turn
+        run.user_id = await self._conversations.add_message(
+            run.conversation_id,
+            role="user",
+            content=run.newest.content,
+            token_count=run.newest.tokens,
+            status="complete",
+            author_id=turn.author.id,
+            author_name=turn.author.name,
+            source_message_id=turn.platform_message_id,
+            **run.row_fields(),
+        )
+        await run.placeholder
+        run.reply_id = await self._conversations.add_message(
+            run.conversation_id,
             role="assistant",
             content="",
             token_count=0,
             status="streaming",
-            model=model,
-            persona_name=persona.name,
-            platform_message_ids=renderer.message_ids,
-            **{**base, "author_id": "", "author_name": persona.name},
+            model=run.model,
+            persona_name=run.persona.name,
+            author_name=run.persona.name,
+            platform_message_ids=run.renderer.message_ids,
+            **run.row_fields(),
         )
-        prepared = _Prepared(persona, system, newest)
-        text, end, first_token_at, stopped = await self._stream(
-            prepared, renderer, conversation_id, history_start, user_id, budget, encoding
-        )
-        return await self._finish(
-            renderer, reply_id, persona, text, end, started, first_token_at, stopped, encoding
-        )
+        try:
+            text, end, stopped = await self._stream(run)
+        except asyncio.CancelledError:
+            await self._finish_on_shutdown(run)
+            raise
+        return await self._finish(run, text, end, stopped)
 
-    async def _stream(
-        self,
-        prepared: _Prepared,
-        renderer: ReplyRenderer,
-        conversation_id: int,
-        history_start: int,
-        user_id: int,
-        budget: Budget,
-        encoding: str,
-    ) -> tuple[str, StreamEnd | None, float | None, bool]:
-        persona = prepared.persona
+    async def _finish_on_shutdown(self, run: _Run) -> None:
+        """Cancelled (shutdown after the grace period): deliver what was produced, with a note."""
+        task = asyncio.current_task()
+        if task is not None:
+            task.uncancel()
+        end = StreamEnd(outcome=Outcome.INTERRUPTED, notice=SHUTDOWN_NOTICE)
+        try:
+            await asyncio.wait_for(self._finish(run, "".join(run.chunks), end, False), timeout=10)
+        except Exception:
+            log.exception("could not finalise an interrupted reply at shutdown")
+
+    async def _stream(self, run: _Run) -> tuple[str, StreamEnd | None, bool]:
+        persona = run.persona
+        budget = run.budget
         for attempt in range(2):
-            messages = await self._context(
-                prepared, conversation_id, history_start, user_id, budget, encoding
-            )
             request = ChatRequest(
                 model=persona.model,
-                messages=messages,
+                messages=await self._context(run, budget),
                 temperature=persona.temperature,
                 top_p=persona.top_p,
                 max_tokens=persona.max_tokens,
                 json_mode=persona.json_mode,
             )
-            chunks: list[str] = []
+            chunks = run.chunks = []
             end: StreamEnd | None = None
-            first_token_at: float | None = None
             stopped = False
+            checkpoint = self._clock()
             async with aclosing(self._llm.stream(request)) as events:
                 async for event in events:
-                    if isinstance(event, TextDelta):
-                        if first_token_at is None:
-                            first_token_at = self._clock()
-                            if persona.json_mode:
-                                renderer.push("```json\n")
-                        chunks.append(event.text)
-                        renderer.push(event.text)
-                        if renderer.gone:
-                            stopped = True
-                            break
-                    else:
+                    if not isinstance(event, TextDelta):
                         end = event
+                        continue
+                    if run.first_token_at is None:
+                        run.first_token_at = self._clock()
+                        if persona.json_mode:
+                            run.renderer.push("```json\n")
+                    chunks.append(event.text)
+                    run.renderer.push(event.text)
+                    if run.renderer.gone:
+                        stopped = True
+                        break
+                    if self._clock() - checkpoint >= CHECKPOINT_SECONDS:
+                        checkpoint = self._clock()
+                        await self._checkpoint(run, chunks)
             retry_shorter = (
                 attempt == 0
                 and not chunks
@@ -215,121 +313,103 @@ class Engine:
                 and end.error.kind is ErrorKind.CONTEXT_TOO_LONG
             )
             if not retry_shorter:
-                return "".join(chunks), end, first_token_at, stopped
+                return "".join(chunks), end, stopped
             log.info("provider said the context is too long; retrying once with half the history budget")
             budget = budget.shrunk()
         raise AssertionError("unreachable")
 
-    async def _context(
-        self,
-        prepared: _Prepared,
-        conversation_id: int,
-        history_start: int,
-        user_id: int,
-        budget: Budget,
-        encoding: str,
-    ) -> list[dict[str, str]]:
-        limit = prepared.persona.history_limit
-        room = budget.prompt_tokens - prepared.system.tokens - prepared.newest.tokens
+    async def _checkpoint(self, run: _Run, chunks: list[str]) -> None:
+        text = "".join(chunks)
+        chunks[:] = [text]
+        await self._conversations.update_message(
+            run.reply_id, content=text, platform_message_ids=run.renderer.message_ids
+        )
+
+    async def _context(self, run: _Run, budget: Budget) -> list[dict[str, str]]:
+        limit = run.persona.history_limit
+        room = budget.prompt_tokens - run.system.tokens - run.newest.tokens
         history: list[ContextMessage] = []
         used = 0
-        async for batch in self._conversations.history(conversation_id, history_start, user_id):
+        async for batch in self._conversations.history(run.conversation_id, run.history_start, run.user_id):
             for item in batch:
                 tokens = item.token_count
-                if item.token_encoding != encoding:  # the channel changed model family since
-                    tokens = count_message_tokens(item.role, item.content, prepared.persona.model)
+                if item.token_encoding != run.encoding:  # the channel changed model family since
+                    tokens = count_message_tokens(item.role, item.content, run.model)
                 history.append(ContextMessage(item.role, item.content, tokens))
                 used += tokens
             if used > room or (limit is not None and len(history) >= limit):
                 break
-        context = select_context(prepared.system, prepared.newest, history, budget.prompt_tokens, limit)
-        return context.messages
+        return select_context(run.system, run.newest, history, budget.prompt_tokens, limit).messages
 
-    async def _finish(
-        self,
-        renderer: ReplyRenderer,
-        reply_id: int,
-        persona: Persona,
-        text: str,
-        end: StreamEnd | None,
-        started: float,
-        first_token_at: float | None,
-        stopped: bool,
-        encoding: str,
-    ) -> TurnResult:
+    async def _finish(self, run: _Run, text: str, end: StreamEnd | None, stopped: bool) -> TurnResult:
+        persona = run.persona
         outcome = end.outcome if end else Outcome.INTERRUPTED
         status = "stopped" if stopped else _STATUS_BY_OUTCOME[outcome]
         notices = [STOPPED_NOTICE] if stopped else ([end.notice] if end and end.notice else [])
         if persona.json_mode and text and status == "complete" and not _is_json(text):
             notices.append(INVALID_JSON_NOTICE)
         error = end.error if end else None
+        if error is not None:
+            metrics.LLM_ERRORS.labels(error.kind.value).inc()
         if not text:
             status = "failed"
             message = (
                 error.message if error else (notices[0] if notices else "⚠️ The model sent an empty reply.")
             )
-            result = await renderer.fail(message)
+            result = await run.renderer.fail(message)
         else:
             if persona.json_mode:
-                renderer.push("\n```")
-            result = await renderer.finish("\n".join(notices) or None)
+                run.renderer.push("\n```")
+            result = await run.renderer.finish("\n".join(notices) or None)
         usage = end.usage if end else None
+        model = end.model if end and end.model else persona.model
+        if usage is not None:
+            metrics.TOKENS.labels(model, "in").inc(usage.prompt_tokens)
+            metrics.TOKENS.labels(model, "out").inc(usage.completion_tokens)
         now = self._clock()
         await self._conversations.update_message(
-            reply_id,
+            run.reply_id,
             content=text,
             token_count=count_message_tokens("assistant", text, persona.model) if text else 0,
             status=status,
             finish_reason=end.finish_reason if end else None,
-            model=(end.model if end and end.model else persona.model),
+            model=model,
             prompt_tokens=usage.prompt_tokens if usage else None,
             completion_tokens=usage.completion_tokens if usage else None,
-            latency_ms=round((now - started) * 1000),
-            first_token_ms=round((first_token_at - started) * 1000) if first_token_at else None,
+            latency_ms=round((now - run.started) * 1000),
+            first_token_ms=round((run.first_token_at - run.started) * 1000) if run.first_token_at else None,
             error_kind=error.kind.value if error else None,
             error_id=error.error_id if error else None,
             platform_message_ids=result.message_ids,
-            token_encoding=encoding,
         )
         return TurnResult(status=status, text=text, message_ids=result.message_ids)
 
-    async def _refuse_too_long(
-        self,
-        turn: Turn,
-        renderer: ReplyRenderer,
-        placeholder: asyncio.Task[None],
-        conversation_id: int,
-        base: dict[str, str],
-        newest: ContextMessage,
-        system: ContextMessage,
-        budget: Budget,
-        persona: Persona,
-    ) -> TurnResult:
-        limit = budget.prompt_tokens - system.tokens
-        message = (
-            f"⚠️ Your message is {newest.tokens:,} tokens long; {persona.model} with this persona accepts "
-            f"at most {max(limit, 0):,} tokens per message. Please shorten it or split it up."
-        )
+    async def _refuse(self, run: _Run, message: str) -> TurnResult:
+        """Answer without calling the model (message too long, quota used up); keep it out of the history."""
+        turn = run.turn
         await self._conversations.add_message(
-            conversation_id,
+            run.conversation_id,
             role="user",
-            content=newest.content,
-            token_count=newest.tokens,
+            content=run.newest.content,
+            token_count=run.newest.tokens,
             status="refused",
+            author_id=turn.author.id,
+            author_name=turn.author.name,
             source_message_id=turn.platform_message_id,
-            **base,
+            **run.row_fields(),
         )
-        await placeholder
-        result = await renderer.fail(message)
+        await run.placeholder
+        result = await run.renderer.fail(message)
         await self._conversations.add_message(
-            conversation_id,
+            run.conversation_id,
             role="assistant",
             content=message,
             token_count=0,
             status="refused",
-            persona_name=persona.name,
+            persona_name=run.persona.name,
+            author_name=run.persona.name,
             platform_message_ids=result.message_ids,
-            **{**base, "author_id": "", "author_name": persona.name},
+            **run.row_fields(),
         )
         return TurnResult(status="refused", text=message, message_ids=result.message_ids)
 

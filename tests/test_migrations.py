@@ -12,7 +12,15 @@ from core.storage.database import Database
 from core.storage.migrate import current_revision, downgrade, head_revision, upgrade
 from core.storage.models import Base
 
-EXPECTED_TABLES = {"personas", "channel_settings", "conversations", "messages", "processed_events", "kv"}
+EXPECTED_TABLES = {
+    "personas",
+    "channel_settings",
+    "conversations",
+    "messages",
+    "processed_events",
+    "kv",
+    "schedules",
+}
 
 
 def _diff(connection: Connection) -> list[object]:
