@@ -13,11 +13,13 @@ from sqlalchemy import text
 
 from core.app import Core
 from core.metrics import watch_event_loop
+from core.ports import PlatformPort
+from core.scheduler import Scheduler
 
 log = logging.getLogger("threadline.service")
 
 
-class Adapter(Protocol):
+class Adapter(PlatformPort, Protocol):
     name: str
 
     async def start(self) -> None: ...
@@ -88,14 +90,17 @@ async def serve(core: Core, stop: asyncio.Event | None = None) -> None:
     await site.start()
     log.info("HTTP server on %s:%s", core.settings.host, core.settings.port)
     lag_monitor = asyncio.create_task(watch_event_loop())
+    scheduler = Scheduler(core, {adapter.name: adapter for adapter in adapters})
     try:
         for adapter in adapters:
             await adapter.start()
             log.info("%s adapter started", adapter.name)
+        await scheduler.start()
         await stop.wait()
         log.info("stopping: no new events; replies in flight get %.0f s", core.settings.shutdown_grace)
         for adapter in adapters:
             await adapter.stop_receiving()
+        await scheduler.stop()
         await core.engine.drain(core.settings.shutdown_grace)
     finally:
         lag_monitor.cancel()
