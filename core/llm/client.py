@@ -217,7 +217,11 @@ class LLMClient:
             return state.failed(error)
         logger.info(
             "retrying %s in %.2f s (attempt %d of %d failed: %s)",
-            model, delay, failures, self._retry.max_attempts, self._redact(str(exc)),
+            model,
+            delay,
+            failures,
+            self._retry.max_attempts,
+            self._redact(str(exc)),
         )
         return delay
 
@@ -253,7 +257,12 @@ class LLMClient:
         detail = f": {self._redact(repr(exc))}" if exc is not None else ""
         logger.warning(
             "LLM %s [error id %s] kind=%s status=%s endpoint=%s%s",
-            what, error.error_id, error.kind.value, error.status, self.endpoint, detail,
+            what,
+            error.error_id,
+            error.kind.value,
+            error.status,
+            self.endpoint,
+            detail,
         )
 
     def _redact(self, text: str) -> str:

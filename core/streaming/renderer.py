@@ -1,0 +1,384 @@
+"""One reply shown as it grows: a placeholder at once, then throttled edits, then the exact final text.
+
+The engine pushes the model's deltas; a background task turns them into surface calls, one at a time
+per reply (so an older text can never land after a newer one), always sending the newest text,
+at most once per `min_edit_interval` per message and within the platform's shared edit budget.
+`finish()` stops that task (never in the middle of a call) and delivers every part's final text,
+retrying within `final_deadline` and falling back to new messages when edits keep failing.
+
+A message deleted under us (`MessageGone`) sets `gone`: the engine stops generating, and nothing
+more is posted, since deleting the reply is how a person says they do not want it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import itertools
+import logging
+import math
+import time
+from dataclasses import dataclass
+
+from core.streaming.budget import EditBudgets
+from core.streaming.splitting import Part, ReplySplitter
+from core.surface import MarkdownFlavor, MessageGone, MessageRejected, RateLimited, Surface, SurfaceError
+
+log = logging.getLogger("threadline.streaming")
+
+EMPTY_REPLY = "_(empty reply)_"
+_RETRY_BASE = 0.1  # seconds before retrying a failed final call, doubled on each failure
+_RETRY_MAX = 2.0
+_PAUSE_AFTER_FAILED_UPDATE = 0.25  # no intermediate update sooner than this after one failed
+
+
+@dataclass(frozen=True, slots=True)
+class RenderResult:
+    message_ids: list[str]  # the messages holding the reply, in reading order
+    parts: list[str]  # the text each of those messages shows (as sent: rendered, notice included)
+    delivered: bool  # every part's final text reached the platform
+
+
+@dataclass(slots=True)
+class _Message:
+    id: str
+    shown: str  # the last text the platform accepted for it
+    last_edit: float = -math.inf  # when its last edit started (posting it is not an edit)
+
+
+class _Outcome(enum.Enum):
+    DONE = "done"
+    FAILED = "failed"
+    GONE = "gone"
+
+
+class ReplyRenderer:
+    def __init__(
+        self,
+        surface: Surface,
+        budgets: EditBudgets,
+        *,
+        edit_interval: float | None = None,
+        final_deadline: float = 30.0,
+    ) -> None:
+        limits = surface.limits
+        self._surface = surface
+        self._budgets = budgets
+        self._budget = limits.shared_budget
+        self._placeholder = limits.placeholder
+        self._interval = limits.min_edit_interval if edit_interval is None else edit_interval
+        self._final_deadline = final_deadline
+        append_only = self._interval <= 0
+        self._splitter = ReplySplitter(
+            surface.render,
+            limits.max_length,
+            limits.length_unit,
+            indicator=limits.streaming_indicator,
+            close_fences_while_streaming=not append_only and limits.markdown is not MarkdownFlavor.PLAIN,
+        )
+        self._messages: list[_Message] = []
+        self._settled = 0  # parts before this index show their final text
+        self._deferred: set[int] = set()  # finalised parts whose final edit failed: left to finish()
+        self._changed = asyncio.Event()
+        self._started = False
+        self._start_done = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._in_call: int | None = None  # index of the message a call in flight is for
+        self._abandoned: int | None = None  # a call to this message never returned: do not edit it
+        self._finishing = False
+        self._gone_id: str | None = None
+        self._gone = False
+        self._not_before = 0.0  # no call before this time (a Retry-After on this reply)
+        self._result: RenderResult | None = None
+
+    @property
+    def gone(self) -> bool:
+        """The reply's message was deleted (or can no longer be changed): stop generating."""
+        return self._gone
+
+    @property
+    def message_ids(self) -> list[str]:
+        """The messages posted so far, in order (the placeholder first)."""
+        return [message.id for message in self._messages]
+
+    async def start(self) -> None:
+        """Post the placeholder now, before the model is even called, and start showing progress."""
+        if self._started or self._finishing:
+            return
+        self._started = True
+        try:
+            if self._placeholder:
+                await self._post_placeholder()
+        finally:
+            self._start_done.set()
+        if not self._finishing and not self._gone:
+            self._task = asyncio.create_task(self._show_progress(), name="reply-renderer")
+
+    def push(self, delta: str) -> None:
+        """Add model output; returns at once (edits happen in the background)."""
+        if self._finishing:
+            raise RuntimeError("push() after finish()")
+        if self._gone:
+            return
+        self._splitter.append(delta)
+        self._changed.set()
+
+    async def finish(self, notice: str | None = None) -> RenderResult:
+        """Show the exact final text without the indicator, `notice` (Markdown) as a last paragraph."""
+        if self._result is not None:
+            return self._result
+        self._finishing = True
+        started = time.monotonic()
+        edit_until = started + self._final_deadline / 2
+        if self._started:
+            await self._start_done.wait()
+        await self._stop_progress(edit_until)
+        delivered = False
+        if not self._gone:
+            parts = self._splitter.finish(notice or None)
+            if not parts:  # nothing but whitespace came, and no notice: never leave the placeholder
+                parts = [self._splitter.notice_part(EMPTY_REPLY)]
+            delivered = await self._deliver(parts, edit_until, started + self._final_deadline)
+        self._result = RenderResult(
+            message_ids=[m.id for m in self._messages if m.id != self._gone_id],
+            parts=[m.shown for m in self._messages if m.id != self._gone_id],
+            delivered=delivered,
+        )
+        return self._result
+
+    async def fail(self, message: str) -> RenderResult:
+        """Show an error instead of a reply: it replaces the placeholder when no text came yet.
+
+        If some text was already shown it stays, with `message` after it as the notice.
+        """
+        return await self.finish(message)
+
+    # -- while the reply grows -------------------------------------------------------------------
+
+    async def _post_placeholder(self) -> None:
+        try:
+            message_id = await self._surface.post(self._placeholder)
+        except MessageGone:
+            self._gone = True
+        except RateLimited as exc:
+            self._rate_limited(exc)
+        except SurfaceError as exc:  # the first text will be posted instead
+            log.warning("could not post the placeholder: %s", exc)
+        else:
+            self._messages.append(_Message(message_id, self._placeholder))
+
+    async def _show_progress(self) -> None:
+        while True:
+            await self._changed.wait()
+            self._changed.clear()
+            while (target := self._next_target()) is not None:
+                await self._wait_turn(target)
+                progressed = await self._update(target)
+                if self._finishing or self._gone:
+                    return
+                if not progressed:
+                    break
+
+    def _next_target(self) -> int | None:
+        """The first message whose shown text is behind, or the next message to post."""
+        current = self._splitter.streaming_text()
+        parts = self._splitter.finalised
+        for index in range(self._settled, len(parts)):
+            if index in self._deferred:
+                continue
+            if index >= len(self._messages) or self._messages[index].shown != parts[index].text:
+                return index
+            if index == self._settled:
+                self._settled += 1
+        index = len(parts)
+        if current is None:
+            return None
+        if index >= len(self._messages) or self._messages[index].shown != current:
+            return index
+        return None
+
+    async def _wait_turn(self, target: int) -> None:
+        ready = self._not_before
+        if target < len(self._messages):
+            ready = max(ready, self._messages[target].last_edit + self._interval)
+        delay = ready - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if self._budget is not None:
+            await self._budgets.acquire(self._budget, final=target < len(self._splitter.finalised))
+
+    async def _update(self, target: int) -> bool:
+        """Send the newest text of message `target`; False when updates should pause."""
+        current = self._splitter.streaming_text()
+        parts = self._splitter.finalised
+        is_final = target < len(parts)
+        text = parts[target].text if is_final else current
+        if text is None:
+            return True
+        message = self._messages[target] if target < len(self._messages) else None
+        if message is not None and message.shown == text:
+            return True
+        self._in_call = target
+        try:
+            if message is None:
+                self._messages.append(_Message(await self._surface.post(text), text))
+            else:
+                message.last_edit = time.monotonic()
+                await self._surface.edit(message.id, text)
+                message.shown = text
+        except RateLimited as exc:
+            self._rate_limited(exc)
+            return True
+        except MessageGone:
+            self._mark_gone(message)
+            return False
+        except SurfaceError as exc:
+            log.info("update of a streamed reply failed: %s", exc)
+            if is_final and message is not None:
+                self._deferred.add(target)
+                return True
+            self._not_before = max(self._not_before, time.monotonic() + _PAUSE_AFTER_FAILED_UPDATE)
+            return False
+        finally:
+            self._in_call = None
+        return True
+
+    async def _stop_progress(self, until: float) -> None:
+        """Stop the background task, letting a call in flight finish (so its outcome is known).
+
+        A call still in flight at `until` is cancelled; it might still land later, so its message is
+        never edited again (the final text goes to a new message instead).
+        """
+        task = self._task
+        if task is None or task.done():
+            return
+        if self._in_call is None:
+            task.cancel()
+        else:
+            await asyncio.wait({task}, timeout=max(until - time.monotonic(), 0.0))
+            if not task.done():
+                self._abandoned = self._in_call
+                log.warning("a platform call did not return in time; the final text goes to a new message")
+                task.cancel()
+        await asyncio.wait({task})
+        if not task.cancelled() and task.exception() is not None:
+            log.error("showing a streamed reply failed", exc_info=task.exception())
+
+    # -- the final text ----------------------------------------------------------------------------
+
+    async def _deliver(self, parts: list[Part], edit_until: float, until: float) -> bool:
+        """Make every message show its part's final text; False if some could not be delivered.
+
+        Edits are tried until `edit_until`; from the first part that cannot be edited, parts are
+        posted as new messages until `until`.
+        """
+        reposted_from: int | None = None
+        superseded: list[_Message] = []
+        for index, part in enumerate(parts):
+            if index < len(self._messages):
+                message = self._messages[index]
+                if message.shown == part.text and index != self._abandoned:
+                    continue
+                outcome = (
+                    _Outcome.FAILED
+                    if index == self._abandoned
+                    else await self._final_edit(message, part.text, edit_until)
+                )
+                if outcome is _Outcome.DONE:
+                    continue
+                if outcome is _Outcome.GONE:
+                    return False
+                # Post this part and every later one again, so the reply still reads in order.
+                reposted_from, superseded = index, self._messages[index:]
+                del self._messages[index:]
+            if not await self._final_post(part.text, until):
+                if reposted_from is not None:  # those still show part of the reply
+                    self._messages[reposted_from:reposted_from] = superseded
+                return False
+        return True
+
+    async def _final_edit(self, message: _Message, text: str, until: float) -> _Outcome:
+        for attempt in itertools.count():
+            if not await self._final_turn(message, until):
+                return _Outcome.FAILED
+            message.last_edit = time.monotonic()
+            try:
+                async with asyncio.timeout(until - time.monotonic()):
+                    await self._surface.edit(message.id, text)
+            except RateLimited as exc:
+                self._rate_limited(exc)
+                continue
+            except MessageGone:
+                self._mark_gone(message)
+                return _Outcome.GONE
+            except MessageRejected as exc:
+                log.warning("final edit rejected, posting the text instead: %s", exc)
+                return _Outcome.FAILED
+            except (SurfaceError, TimeoutError) as exc:
+                log.info("final edit failed (attempt %d): %s", attempt + 1, exc)
+                await self._pause_before_retry(attempt, until)
+                continue
+            message.shown = text
+            return _Outcome.DONE
+        raise AssertionError("unreachable")
+
+    async def _final_post(self, text: str, until: float) -> bool:
+        for attempt in itertools.count():
+            if not await self._final_turn(None, until):
+                log.error("could not deliver a reply's final text before the deadline")
+                return False
+            started = time.monotonic()
+            try:
+                async with asyncio.timeout(until - started):
+                    message_id = await self._surface.post(text)
+            except RateLimited as exc:
+                self._rate_limited(exc)
+                continue
+            except MessageGone:
+                self._gone = True
+                return False
+            except MessageRejected as exc:
+                log.error("the platform refused a reply's final text: %s", exc)
+                return False
+            except (SurfaceError, TimeoutError) as exc:
+                log.info("final post failed (attempt %d): %s", attempt + 1, exc)
+                await self._pause_before_retry(attempt, until)
+                continue
+            self._messages.append(_Message(message_id, text))
+            return True
+        raise AssertionError("unreachable")
+
+    async def _final_turn(self, message: _Message | None, until: float) -> bool:
+        """Wait for this reply's interval, any Retry-After and a budget slot; False past `until`."""
+        ready = self._not_before
+        if message is not None:
+            ready = max(ready, message.last_edit + self._interval)
+        if ready >= until:
+            return False
+        delay = ready - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        if self._budget is not None:
+            try:
+                async with asyncio.timeout(until - time.monotonic()):
+                    await self._budgets.acquire(self._budget, final=True)
+            except TimeoutError:
+                return False
+        return time.monotonic() < until
+
+    async def _pause_before_retry(self, attempt: int, until: float) -> None:
+        delay = min(_RETRY_BASE * 2**attempt, _RETRY_MAX, until - time.monotonic())
+        if delay > 0:
+            await asyncio.sleep(delay)
+
+    # -- shared --------------------------------------------------------------------------------------
+
+    def _rate_limited(self, exc: RateLimited) -> None:
+        self._not_before = max(self._not_before, time.monotonic() + exc.retry_after)
+        if self._budget is not None:
+            self._budgets.penalize(self._budget, exc.retry_after)
+
+    def _mark_gone(self, message: _Message | None) -> None:
+        self._gone = True
+        if message is not None:
+            self._gone_id = message.id
