@@ -41,6 +41,7 @@ _STATUS_BY_OUTCOME: dict[Outcome, str] = {
 }
 STOPPED_NOTICE = "⏹️ Stopped: the reply message was deleted."
 INVALID_JSON_NOTICE = "⚠️ This reply is not valid JSON."
+EMPTY_MESSAGE_REPLY = "👋 I'm here. Write your question in the same message as the mention."
 CHECKPOINT_SECONDS = 2.0  # how often a streaming reply's text is saved, for crash recovery
 SHUTDOWN_NOTICE = "⚠️ Threadline restarted while writing this reply, so it is incomplete."
 
@@ -51,6 +52,7 @@ class Turn:
     author: Author
     text: str
     platform_message_id: str | None = None
+    received_at: float | None = None  # time.monotonic() when the platform event arrived
 
 
 @dataclass(slots=True)
@@ -151,7 +153,7 @@ class Engine:
             return await self._conversations.reset(key)
 
     async def handle_turn(self, turn: Turn, surface: Surface) -> TurnResult:
-        started = self._clock()
+        started = turn.received_at if turn.received_at is not None else self._clock()
         measured = metrics.MeasuredSurface(surface, turn.key.platform, started, self._clock)
         renderer = ReplyRenderer(measured, self._budgets)
         # The placeholder goes out at once, even while an earlier turn of this conversation finishes.
@@ -209,6 +211,8 @@ class Engine:
             return await self._answer(run)
 
     async def _refusal(self, run: _Run) -> str | None:
+        if not run.turn.text.strip():
+            return EMPTY_MESSAGE_REPLY
         if run.system.tokens + run.newest.tokens > run.budget.prompt_tokens:
             limit = max(run.budget.prompt_tokens - run.system.tokens, 0)
             return (
