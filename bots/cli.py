@@ -157,6 +157,15 @@ async def _import_personas(store: PersonaService, path: Path) -> int:
     return 0
 
 
+async def cmd_discord(settings: Settings, args: argparse.Namespace) -> int:
+    if not settings.discord_enabled:
+        raise UsageError("DISCORD_TOKEN: not set; it is needed to publish Discord commands")
+    from bots.discord.sync import sync_commands
+
+    print(await sync_commands(settings, args.guild))
+    return 0
+
+
 async def cmd_doctor(settings: Settings, args: argparse.Namespace) -> int:
     from bots.doctor import run_doctor
 
@@ -169,6 +178,7 @@ COMMANDS: dict[str, Callable[[Settings, argparse.Namespace], Coroutine[Any, Any,
     "db": cmd_db,
     "personas": cmd_personas,
     "doctor": cmd_doctor,
+    "discord": cmd_discord,
 }
 
 
@@ -191,7 +201,13 @@ def parser() -> argparse.ArgumentParser:
         "import", help="create or update personas from a YAML file (- for stdin)"
     ).add_argument("file")
     actions.add_parser("export", help="every persona as YAML on stdout")
-    sub.add_parser("doctor", help="check configuration, database and the LLM endpoint")
+    sub.add_parser("doctor", help="check configuration, database, the LLM endpoint and the platforms")
+    discord_cmd = sub.add_parser("discord", help="Discord operations")
+    discord_actions = discord_cmd.add_subparsers(dest="action", required=True, metavar="ACTION")
+    sync = discord_actions.add_parser("sync", help="publish the slash commands now")
+    sync.add_argument(
+        "--guild", type=int, metavar="ID", help="publish to one server only (instant, for development)"
+    )
     return root
 
 

@@ -9,7 +9,7 @@ from core.app import llm_client
 from core.config import Settings
 from core.llm import LLMError
 from core.storage.database import Database
-from core.storage.migrate import current_revision, head_revision
+from core.storage.migrate import current_revision, head_revision, known_revisions
 from core.tokens import count_tokens
 
 OK, FAIL, INFO = "ok  ", "FAIL", "info"
@@ -30,10 +30,14 @@ async def check_database(settings: Settings) -> tuple[bool, str]:
         return False, f"cannot reach {_redacted_url(settings.database_url)}: {type(exc).__name__}: {exc}"
     finally:
         await db.aclose()
-    head = head_revision()
-    if current != head:
-        return False, f"schema at {current or 'nothing'}, code expects {head}: run `threadline db upgrade`"
-    return True, f"{_redacted_url(settings.database_url)} at revision {current}"
+    where = _redacted_url(settings.database_url)
+    if current is None:
+        return True, f"{where} is reachable and empty: `threadline run` creates the schema"
+    if current == head_revision():
+        return True, f"{where} at revision {current} (up to date)"
+    if current in known_revisions():
+        return True, f"{where} at revision {current}: upgraded at the next start (or `threadline db upgrade`)"
+    return False, f"{where} has schema {current}, newer than this Threadline: upgrade Threadline"
 
 
 async def check_tokenizer(settings: Settings) -> tuple[bool, str]:
@@ -77,6 +81,10 @@ async def run_doctor(settings: Settings) -> int:
         ("tokenizer", check_tokenizer),
         ("llm endpoint", check_llm),
     ]
+    if settings.discord_enabled:
+        from bots.discord.doctor import check_discord
+
+        checks.append(("discord", check_discord))
     print(f"[{OK}] configuration: read (default model {settings.default_model})")
     for line in platform_lines(settings):
         print(f"[{INFO}] {line}")

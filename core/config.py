@@ -8,7 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, Field, ValidationError, field_validator
+from pydantic import AliasChoices, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -179,6 +179,19 @@ class Settings(BaseSettings):
             raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
         return level
 
+    @model_validator(mode="after")
+    def _shards(self) -> Settings:
+        if self.discord_shard_ids and not self.discord_shard_count:
+            raise ValueError("THREADLINE_DISCORD_SHARD_IDS needs THREADLINE_DISCORD_SHARD_COUNT")
+        if self.discord_shard_ids and self.discord_shard_count:
+            wrong = [i for i in self.discord_shard_ids if not 0 <= i < self.discord_shard_count]
+            if wrong:
+                raise ValueError(
+                    f"THREADLINE_DISCORD_SHARD_IDS: shard ids must be below the shard count "
+                    f"{self.discord_shard_count} (got {wrong})"
+                )
+        return self
+
     def is_admin(self, user_id: str) -> bool:
         return user_id in self.admins
 
@@ -207,6 +220,8 @@ def load_settings(**overrides: Any) -> Settings:
         return Settings(**overrides)
     except ValidationError as exc:
         first = exc.errors()[0]
-        field = str(first["loc"][0]) if first["loc"] else "?"
-        name = _variable_name(Settings, field)
-        raise ConfigError(f"{name}: {first['msg']}") from None
+        message = str(first["msg"]).removeprefix("Value error, ")
+        if not first["loc"]:  # a check across fields names its variables itself
+            raise ConfigError(message) from None
+        name = _variable_name(Settings, str(first["loc"][0]))
+        raise ConfigError(f"{name}: {message}") from None

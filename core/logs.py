@@ -72,5 +72,21 @@ def configure_logging(settings: Settings) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)
-    for noisy in ("httpx", "httpx2", "httpcore", "openai", "discord.gateway", "slack_bolt", "aiosqlite"):
+    # These libraries log request URLs and bodies at DEBUG (Discord webhook URLs carry interaction
+    # tokens): they stay at WARNING whatever the level asked for.
+    for noisy in (
+        "httpx",
+        "httpx2",
+        "httpcore",
+        "openai",
+        "discord.gateway",
+        "discord.http",
+        "discord.webhook",
+        "discord.client",
+        "slack_bolt",
+        "slack_sdk",
+        "aiosqlite",
+        "asyncio",
+        "alembic",
+    ):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -107,3 +107,22 @@ def test_personas_list_show_export_import(tmp_path: Path) -> None:
 @pytest.mark.parametrize("argv", [["personas"], ["db", "sideways"]])
 def test_usage_errors_exit_2(tmp_path: Path, argv: list[str]) -> None:
     assert run_cli(argv, tmp_path).returncode == 2
+
+
+def test_shard_settings_are_checked(tmp_path: Path) -> None:
+    result = run_cli(["db", "current"], tmp_path, {"THREADLINE_DISCORD_SHARD_IDS": "0,1"})
+    assert result.returncode == 2
+    assert result.stderr.strip() == (
+        "threadline: THREADLINE_DISCORD_SHARD_IDS needs THREADLINE_DISCORD_SHARD_COUNT"
+    )
+    result = run_cli(
+        ["db", "current"],
+        tmp_path,
+        {"THREADLINE_DISCORD_SHARD_IDS": "0,2", "THREADLINE_DISCORD_SHARD_COUNT": "2"},
+    )
+    assert result.returncode == 2 and "below the shard count 2" in result.stderr
+
+
+def test_discord_sync_without_token_exits_2(tmp_path: Path) -> None:
+    result = run_cli(["discord", "sync"], tmp_path)
+    assert result.returncode == 2 and "DISCORD_TOKEN" in result.stderr

@@ -1,0 +1,151 @@
+"""End-to-end harness: fake Discord + fake OpenAI + the real core on a temporary SQLite + the adapter.
+
+async with discord_world(tmp_path, monkeypatch) as world:
+    interaction = await world.command(world.channel, world.alice, "chat", prompt="Hi")
+    results = await world.turns(1)
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import discord
+import pytest
+import yarl
+from sqlalchemy import select
+
+from bots.discord.adapter import DiscordAdapter
+from core.app import Core
+from core.config import Settings
+from core.engine import Engine, TurnResult
+from core.storage.models import MessageRow
+from tests.fakes.discord_payloads import MANAGE_CHANNELS, MEMBER_PERMISSIONS, FakeChannel, FakeGuild, FakeUser
+from tests.fakes.discord_server import FakeDiscord, FakeInteraction
+from tests.fakes.openai_server import FakeOpenAI, clear_proxy_env
+
+MODERATOR = MEMBER_PERMISSIONS | MANAGE_CHANNELS
+OPTION_TYPES = {str: 3, int: 4, bool: 5, float: 10}
+
+
+def options(**values: Any) -> list[dict[str, Any]]:
+    return [
+        {"name": name, "type": OPTION_TYPES[type(value)], "value": value}
+        for name, value in values.items()
+        if value is not None
+    ]
+
+
+def subcommand(sub: str, /, **values: Any) -> list[dict[str, Any]]:
+    return [{"name": sub, "type": 1, "options": options(**values)}]
+
+
+@dataclass
+class DiscordWorld:
+    discord: FakeDiscord
+    llm: FakeOpenAI
+    core: Core
+    adapter: DiscordAdapter
+    guild: FakeGuild
+    channel: FakeChannel
+    other_channel: FakeChannel
+    alice: FakeUser
+    bob: FakeUser
+    results: list[TurnResult] = field(default_factory=list)
+    _done: asyncio.Condition = field(default_factory=asyncio.Condition)
+
+    async def command(
+        self,
+        channel: FakeChannel,
+        user: FakeUser,
+        command: str,
+        /,
+        *,
+        permissions: int = MEMBER_PERMISSIONS,
+        sub: str | None = None,
+        **values: Any,
+    ) -> FakeInteraction:
+        """Run `/command [sub] option:value...` and wait for the bot's first answer to it."""
+        opts = subcommand(sub, **values) if sub else options(**values)
+        interaction = await self.discord.run_command(channel, user, command, opts, permissions=permissions)
+        return await self.discord.wait_response(interaction)
+
+    async def turns(self, count: int, within: float = 10.0) -> list[TurnResult]:
+        """Wait until `count` turns in total have finished; returns all results so far."""
+
+        async def _wait() -> list[TurnResult]:
+            async with self._done:
+                await self._done.wait_for(lambda: len(self.results) >= count)
+                return list(self.results)
+
+        return await asyncio.wait_for(_wait(), within)
+
+    async def rows(self) -> list[MessageRow]:
+        async with self.core.db.session() as session:
+            return list((await session.scalars(select(MessageRow).order_by(MessageRow.id))).all())
+
+
+def settings_for(tmp_path: Path, fake: FakeDiscord, llm: FakeOpenAI, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "database_url": f"sqlite:///{tmp_path / 'threadline.db'}",
+        "openai_api_key": "sk-test",
+        "openai_base_url": llm.base_url,
+        "discord_token": fake.token,
+        "discord_api_url": fake.api_url,
+        "discord_gateway_url": fake.gateway_url,
+        "discord_message_content": True,
+        "discord_edit_interval": 0.05,
+        "llm_max_attempts": 1,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)
+
+
+@asynccontextmanager
+async def discord_world(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **settings: Any
+) -> AsyncIterator[DiscordWorld]:
+    clear_proxy_env(monkeypatch)
+    # discord.py keeps its endpoints in class attributes: restore them after the test.
+    monkeypatch.setattr(discord.http.Route, "BASE", discord.http.Route.BASE)
+    monkeypatch.setattr(
+        discord.gateway.DiscordWebSocket,
+        "DEFAULT_GATEWAY",
+        yarl.URL(str(discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)),
+    )
+    fake = FakeDiscord()
+    await fake.start()
+    guild = fake.add_guild("Threadline Test")
+    channel = fake.add_channel(guild, "general")
+    other = fake.add_channel(guild, "random")
+    llm = FakeOpenAI()
+    await llm.start()
+    core = await Core.open(settings_for(tmp_path, fake, llm, **settings))
+    adapter = DiscordAdapter(core, None, ready_timeout=5.0, client_options={"guild_ready_timeout": 0.05})
+    world = DiscordWorld(
+        fake, llm, core, adapter, guild, channel, other, fake.user("Alice"), fake.user("Bob")
+    )
+
+    original = Engine.handle_turn
+
+    async def observed(engine: Engine, turn: Any, surface: Any) -> TurnResult:
+        result = await original(engine, turn, surface)
+        async with world._done:
+            world.results.append(result)
+            world._done.notify_all()
+        return result
+
+    monkeypatch.setattr(Engine, "handle_turn", observed)
+    try:
+        await adapter.start()
+        assert adapter.ready()
+        yield world
+    finally:
+        await adapter.stop()
+        await core.aclose()
+        await llm.stop()
+        await fake.close()
