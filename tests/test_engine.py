@@ -285,7 +285,9 @@ async def test_history_limit_and_long_history_reads_only_the_tail(
     assert sent == ["x", "old 4996", "old 4997", "old 4998", "old 4999", "Ada: latest"]
 
 
-async def test_an_empty_message_gets_a_hint_without_calling_the_model(core: Core, fake_openai: FakeOpenAI) -> None:
+async def test_an_empty_message_gets_a_hint_without_calling_the_model(
+    core: Core, fake_openai: FakeOpenAI
+) -> None:
     surface, status = await say(core, "   ")
     assert status == "refused" and fake_openai.requests == []
     assert surface.final_texts() == ["👋 I'm here. Write your question in the same message as the mention."]
