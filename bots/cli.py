@@ -77,7 +77,11 @@ async def cmd_chat(settings: Settings, args: argparse.Namespace) -> int:
 async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     if not (settings.slack_enabled or settings.discord_enabled):
         if sys.stdin.isatty() and sys.stdout.isatty():
-            print("No platform configured; opening the terminal chat. " + NO_PLATFORM + ".", file=sys.stderr)
+            print(
+                "No Slack or Discord configured (set SLACK_BOT_TOKEN or DISCORD_TOKEN to serve them): "
+                "opening the terminal chat.",
+                file=sys.stderr,
+            )
             args.new = False
             args.persona = None
             return await cmd_chat(settings, args)

@@ -81,7 +81,7 @@ class EditBudgets:
             await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
-                bucket.tokens += 1.0  # granted just as the caller gave up: give it back
+                bucket.tokens = min(bucket.tokens + 1.0, float(bucket.burst))  # granted as the caller gave up
                 self._dispatch(bucket)
             else:
                 for queue in (bucket.finals, bucket.others):

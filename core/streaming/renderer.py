@@ -127,18 +127,24 @@ class ReplyRenderer:
         """Show the exact final text without the indicator, `notice` (Markdown) as a last paragraph."""
         if self._result is not None:
             return self._result
+        if self._finishing:
+            raise RuntimeError("finish() is already running")
         self._finishing = True
         started = time.monotonic()
         edit_until = started + self._final_deadline / 2
-        if self._started:
-            await self._start_done.wait()
-        await self._stop_progress(edit_until)
-        delivered = False
-        if not self._gone:
-            parts = self._splitter.finish(notice or None)
-            if not parts:  # nothing but whitespace came, and no notice: never leave the placeholder
-                parts = [self._splitter.notice_part(EMPTY_REPLY)]
-            delivered = await self._deliver(parts, edit_until, started + self._final_deadline)
+        try:
+            if self._started:
+                await self._start_done.wait()
+            await self._stop_progress(edit_until)
+            delivered = False
+            if not self._gone:
+                parts = self._splitter.finish(notice or None)
+                if not parts:  # only whitespace came, and no notice: never leave the placeholder
+                    parts = [self._splitter.notice_part(EMPTY_REPLY)]
+                delivered = await self._deliver(parts, edit_until, started + self._final_deadline)
+        finally:
+            if self._task is not None and not self._task.done():  # finish() itself was cancelled
+                self._task.cancel()
         self._result = RenderResult(
             message_ids=[m.id for m in self._messages if m.id != self._gone_id],
             parts=[m.shown for m in self._messages if m.id != self._gone_id],
