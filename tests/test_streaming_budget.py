@@ -1,0 +1,110 @@
+"""Shared edit budgets: token buckets, fair order, finals first, 429 penalties; 50 streams on one key."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+
+from core.streaming import EditBudgets, ReplyRenderer
+from core.surface import EditBudget
+from tests.fakes.surface import FAST_LIMITS, Call, FakeSurface
+
+
+async def timed_acquires(budgets: EditBudgets, budget: EditBudget, count: int) -> list[float]:
+    began = time.monotonic()
+    times = []
+    for _ in range(count):
+        await budgets.acquire(budget)
+        times.append(time.monotonic() - began)
+    return times
+
+
+async def test_burst_is_immediate_then_the_rate_applies() -> None:
+    budget = EditBudget(key="k", rate=20.0, burst=3)
+    times = await timed_acquires(EditBudgets(), budget, 7)
+    assert times[2] < 0.01
+    assert 0.19 <= times[6] < 0.26  # four more at 20/s
+
+
+async def test_waiters_are_served_in_arrival_order_finals_first() -> None:
+    budgets = EditBudgets()
+    budget = EditBudget(key="k", rate=50.0, burst=1)
+    await budgets.acquire(budget)
+    order: list[str] = []
+
+    async def wait(name: str, final: bool) -> None:
+        await budgets.acquire(budget, final=final)
+        order.append(name)
+
+    tasks = [asyncio.create_task(wait(name, False)) for name in ("a", "b", "c")]
+    await asyncio.sleep(0)
+    tasks.append(asyncio.create_task(wait("final", True)))
+    await asyncio.gather(*tasks)
+    assert order == ["final", "a", "b", "c"]
+
+
+async def test_a_penalty_blocks_the_key_for_retry_after_only() -> None:
+    budgets = EditBudgets()
+    slack, other = EditBudget(key="slack", rate=100.0, burst=5), EditBudget(key="other", rate=100.0, burst=5)
+    budgets.penalize(slack, 0.2)
+    began = time.monotonic()
+    await budgets.acquire(other)
+    assert time.monotonic() - began < 0.01
+    await budgets.acquire(slack)
+    assert time.monotonic() - began >= 0.2 - 0.002
+
+
+async def test_a_waiter_that_gives_up_does_not_hold_up_the_others() -> None:
+    budgets = EditBudgets()
+    budget = EditBudget(key="k", rate=10.0, burst=1)
+    await budgets.acquire(budget)
+    quitter = asyncio.create_task(budgets.acquire(budget))
+    stayer = asyncio.create_task(budgets.acquire(budget))
+    await asyncio.sleep(0.01)
+    quitter.cancel()
+    began = time.monotonic()
+    await stayer
+    assert time.monotonic() - began < 0.12  # the next token (0.1 s after the first) went to it
+    await asyncio.wait_for(budgets.acquire(budget), 0.15)  # and the token after that exists too
+
+
+def most_in_any_window(times: list[float], rate: float, burst: int, jitter: float) -> float:
+    """max over windows of (calls in window) − (burst + rate·(window + jitter)); ≤ 0 means within."""
+    times = sorted(times)
+    worst = float("-inf")
+    for i, start in enumerate(times):
+        for j in range(i, len(times)):
+            worst = max(worst, (j - i + 1) - (burst + rate * (times[j] - start + jitter)))
+    return worst
+
+
+async def test_fifty_streams_share_one_budget_fairly_without_exceeding_it() -> None:
+    budget = EditBudget(key="slack:T1:chat.update", rate=300.0, burst=10)
+    limits = dataclasses.replace(FAST_LIMITS, shared_budget=budget, max_length=120)
+    budgets = EditBudgets()
+    surfaces = [FakeSurface(limits, latency=0.002, seed=n) for n in range(50)]
+    words = [f"w{n} " for n in range(50)]  # ~190 chars: each reply continues in a second message
+
+    async def one_reply(surface: FakeSurface) -> list[str]:
+        renderer = ReplyRenderer(surface, budgets)
+        await renderer.start()
+        for word in words:
+            renderer.push(word)
+            await asyncio.sleep(0.008)
+        return (await renderer.finish()).parts
+
+    results = await asyncio.gather(*(one_reply(surface) for surface in surfaces))
+
+    assert all("".join(parts) == "".join(words) for parts in results)
+
+    def budgeted(call: Call, surface: FakeSurface) -> bool:
+        return call.kind == "edit" or call is not surface.calls[0]  # the placeholder post is free
+
+    times = [c.started for s in surfaces for c in s.calls if budgeted(c, s)]
+    assert len(times) > 100
+    # Allow 10 ms for tasks to start their call after being granted a slot.
+    assert most_in_any_window(times, budget.rate, budget.burst, jitter=0.01) <= 0
+    for surface in surfaces:
+        intermediate = [text for text in surface.history["m0"][1:-1] if text.endswith(" ▍")]
+        assert intermediate, "every stream showed progress before its end"
