@@ -232,19 +232,22 @@ class Engine:
             datetime.now(UTC),
         )
 
-    async def _answer(self, run: _Run) -> TurnResult:
-        turn = run.turn
-        run.user_id = await self._conversations.add_message(
+    async def _store_user_message(self, run: _Run, status: str) -> int:
+        author = run.turn.author
+        return await self._conversations.add_message(
             run.conversation_id,
             role="user",
             content=run.newest.content,
             token_count=run.newest.tokens,
-            status="complete",
-            author_id=turn.author.id,
-            author_name=turn.author.name,
-            source_message_id=turn.platform_message_id,
+            status=status,
+            author_id=author.id,
+            author_name=author.name,
+            source_message_id=run.turn.platform_message_id,
             **run.row_fields(),
         )
+
+    async def _answer(self, run: _Run) -> TurnResult:
+        run.user_id = await self._store_user_message(run, "complete")
         await run.placeholder
         run.reply_id = await self._conversations.add_message(
             run.conversation_id,
@@ -390,18 +393,7 @@ class Engine:
 
     async def _refuse(self, run: _Run, message: str) -> TurnResult:
         """Answer without calling the model (message too long, quota used up); keep it out of the history."""
-        turn = run.turn
-        await self._conversations.add_message(
-            run.conversation_id,
-            role="user",
-            content=run.newest.content,
-            token_count=run.newest.tokens,
-            status="refused",
-            author_id=turn.author.id,
-            author_name=turn.author.name,
-            source_message_id=turn.platform_message_id,
-            **run.row_fields(),
-        )
+        await self._store_user_message(run, "refused")
         await run.placeholder
         result = await run.renderer.fail(message)
         await self._conversations.add_message(
