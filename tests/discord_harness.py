@@ -22,10 +22,10 @@ from sqlalchemy import select
 from bots.discord.adapter import DiscordAdapter
 from core.app import Core
 from core.config import Settings
-from core.engine import Engine, TurnResult
+from core.engine import Engine, Turn, TurnResult
 from core.storage.models import MessageRow
 from tests.fakes.discord_payloads import MANAGE_CHANNELS, MEMBER_PERMISSIONS, FakeChannel, FakeGuild, FakeUser
-from tests.fakes.discord_server import FakeDiscord, FakeInteraction
+from tests.fakes.discord_server import EPHEMERAL, FakeDiscord, FakeInteraction
 from tests.fakes.openai_server import FakeOpenAI, clear_proxy_env
 
 MODERATOR = MEMBER_PERMISSIONS | MANAGE_CHANNELS
@@ -41,7 +41,10 @@ def options(**values: Any) -> list[dict[str, Any]]:
 
 
 def subcommand(sub: str, /, **values: Any) -> list[dict[str, Any]]:
-    return [{"name": sub, "type": 1, "options": options(**values)}]
+    """Options of `/command sub ...`, or of `/command group sub ...` when `sub` is "group sub"."""
+    group, _, leaf = sub.rpartition(" ")
+    inner = [{"name": leaf, "type": 1, "options": options(**values)}]
+    return [{"name": group, "type": 2, "options": inner}] if group else inner
 
 
 @dataclass
@@ -56,6 +59,7 @@ class DiscordWorld:
     alice: FakeUser
     bob: FakeUser
     results: list[TurnResult] = field(default_factory=list)
+    turns_started: list[Turn] = field(default_factory=list)  # every Turn handed to the engine
     _done: asyncio.Condition = field(default_factory=asyncio.Condition)
 
     async def command(
@@ -69,7 +73,7 @@ class DiscordWorld:
         sub: str | None = None,
         **values: Any,
     ) -> FakeInteraction:
-        """Run `/command [sub] option:value...` and wait for the bot's first answer to it."""
+        """Run `/command [group] [sub] option:value...` and wait for the bot's first answer to it."""
         opts = subcommand(sub, **values) if sub else options(**values)
         interaction = await self.discord.run_command(channel, user, command, opts, permissions=permissions)
         return await self.discord.wait_response(interaction)
@@ -83,6 +87,20 @@ class DiscordWorld:
                 return list(self.results)
 
         return await asyncio.wait_for(_wait(), within)
+
+    async def answer(self, interaction: FakeInteraction, within: float = 5.0) -> str:
+        """The text of the bot's ephemeral answer, also when it deferred ("thinking…") first."""
+        await self.discord.wait_response(interaction, within)
+        if interaction.responded == 4:
+            data = interaction.response_data or {}
+            assert data.get("flags") == EPHEMERAL, data
+            return str(data["content"])
+        assert interaction.responded == 5, interaction.responded
+        message = await self.discord.wait_for(
+            lambda: (m := self.discord.original(interaction)).content and m, within
+        )
+        assert message.ephemeral, message.flags
+        return str(message.content)
 
     async def rows(self) -> list[MessageRow]:
         async with self.core.db.session() as session:
@@ -132,7 +150,8 @@ async def discord_world(
 
     original = Engine.handle_turn
 
-    async def observed(engine: Engine, turn: Any, surface: Any) -> TurnResult:
+    async def observed(engine: Engine, turn: Turn, surface: Any) -> TurnResult:
+        world.turns_started.append(turn)
         result = await original(engine, turn, surface)
         async with world._done:
             world.results.append(result)

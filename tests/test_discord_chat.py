@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -275,3 +276,25 @@ async def test_expired_token_and_refused_bot_edit_post_the_rest_in_the_thread(wo
     assert 403 in [
         r.status for r in world.discord.requests_to("PATCH", rf"/channels/{world.channel.id}/messages/")
     ]
+
+
+async def test_replies_are_timed_from_when_the_event_reached_the_bot(world: DiscordWorld) -> None:
+    """Each turn starts its clock (reply latency, time to first edit) on arrival, before any REST call."""
+    fake = world.discord
+    world.llm.enqueue(StreamReply.words("Hi."), StreamReply.words("Hello."))
+    before = time.monotonic()
+    interaction = await world.command(world.channel, world.alice, "chat", prompt="Hi")
+    await world.turns(1)
+    [deferred] = fake.requests_to("POST", rf"^/interactions/{interaction.id}/")
+    [command_turn] = world.turns_started
+    assert command_turn.received_at is not None
+    assert before <= command_turn.received_at <= deferred.time
+
+    bot = fake.bot
+    before = time.monotonic()
+    message = await fake.send_message(world.channel, world.alice, f"<@{bot.id}> hello", mentions=[bot])
+    await world.turns(2)
+    [opened] = fake.requests_to("POST", rf"^/channels/{world.channel.id}/messages/{message.id}/threads$")
+    mention_turn = world.turns_started[1]
+    assert mention_turn.received_at is not None
+    assert before <= mention_turn.received_at <= opened.time

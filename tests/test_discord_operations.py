@@ -18,6 +18,7 @@ from tests.fakes.discord_server import FakeDiscord
 from tests.fakes.openai_server import FakeOpenAI, StreamReply
 
 MESSAGE_CONTENT_INTENT = 1 << 15
+COMMANDS = {"chat", "reset", "usage", "settings", "persona", "schedule"}
 
 
 async def start_thread(world: DiscordWorld, prompt: str = "Hi", answer: str = "Hello.") -> FakeChannel:
@@ -68,9 +69,9 @@ async def test_commands_are_published_only_when_they_changed(
         fake = world.discord
         assert fake.command_writes == 1
         published = {command["name"] for command in fake.commands[None]}
-        assert published == {"chat", "reset", "persona"}
-        persona = next(c for c in fake.commands[None] if c["name"] == "persona")
-        assert {o["name"] for o in persona["options"]} == {
+        assert published == COMMANDS
+        by_name = {c["name"]: c for c in fake.commands[None]}
+        assert {o["name"] for o in by_name["persona"]["options"]} == {
             "list",
             "show",
             "use",
@@ -78,7 +79,16 @@ async def test_commands_are_published_only_when_they_changed(
             "create",
             "edit",
             "delete",
+            "default",
         }
+        [default] = [o for o in by_name["persona"]["options"] if o["name"] == "default"]
+        assert default["type"] == 2 and {o["name"] for o in default["options"]} == {"use", "reset"}
+        assert {o["name"] for o in by_name["schedule"]["options"]} == {"add", "list", "remove"}
+        assert [o["name"] for o in by_name["settings"]["options"]] == [
+            "reply_in_thread",
+            "follow_up_in_threads",
+            "allow_bots",
+        ]
         # A second start with the same commands: one GET, no PUT.
         second = type(world.adapter)(
             world.core, None, ready_timeout=5.0, client_options={"guild_ready_timeout": 0.05}
@@ -101,8 +111,8 @@ async def test_commands_are_published_only_when_they_changed(
         assert fake.command_writes == 2
         # The CLI hook publishes on demand, to a guild here.
         result = await sync_commands(world.core.settings, world.guild.id)
-        assert result == f"published 3 commands to guild {world.guild.id}"
-        assert {c["name"] for c in fake.commands[world.guild.id]} == {"chat", "reset", "persona"}
+        assert result == f"published {len(COMMANDS)} commands to guild {world.guild.id}"
+        assert {c["name"] for c in fake.commands[world.guild.id]} == COMMANDS
         assert fake.command_writes == 3
 
 
@@ -111,7 +121,7 @@ async def test_dev_guild_gets_the_commands_instead_of_everyone(
 ) -> None:
     async with discord_world(tmp_path, monkeypatch, discord_dev_guild_id=123456789) as world:
         assert None not in world.discord.commands
-        assert {c["name"] for c in world.discord.commands[123456789]} == {"chat", "reset", "persona"}
+        assert {c["name"] for c in world.discord.commands[123456789]} == COMMANDS
 
 
 async def test_sharded_bot_connects_every_shard_and_answers(
@@ -278,3 +288,22 @@ async def test_stop_receiving_takes_no_new_work(tmp_path: Path, monkeypatch: pyt
         assert refused.responded == 4 and "restarting" in (refused.response_data or {})["content"]
         await asyncio.sleep(0.2)
         assert world.llm.requests == [] and world.results == []
+
+
+def test_fake_discord_refuses_commands_that_discord_would_refuse() -> None:
+    from tests.fakes.discord_server import _command_problems
+
+    bad = {
+        "name": "Schedule",
+        "description": "x" * 101,
+        "options": [
+            {"name": "later", "description": "optional", "type": 3},
+            {"name": "first", "description": "", "type": 3, "required": True},
+        ],
+    }
+    assert _command_problems(bad) == [
+        "/Schedule: name must be 1-32 lowercase letters, digits, - or _",
+        "/Schedule: description must be 1-100 characters",
+        "/Schedule: required options must come before optional ones",
+        "/Schedule/first: description must be 1-100 characters",
+    ]

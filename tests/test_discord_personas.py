@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from bots.discord.personas import SERVER_DEFAULT_RESET, SERVER_DEFAULT_SET
 from core.personas.model import Persona
 from core.personas.service import PersonaSource
 from core.types import ConversationKey
@@ -71,7 +72,7 @@ async def test_threadline_admins_may_change_personas_without_the_permission(worl
     admin = world.discord.user("Admin")
     admin.id = 4242
     answer = await world.command(world.channel, admin, "persona", sub="use", name="pirate", scope="server")
-    assert "now talks to **pirate**" in said(answer)
+    assert said(answer) == SERVER_DEFAULT_SET.format(name="pirate")
     resolved = await world.core.personas.resolve(key(world, world.other_channel.id))
     assert resolved.persona.name == "pirate" and resolved.source is PersonaSource.WORKSPACE
 
@@ -234,3 +235,55 @@ async def test_persona_delete_and_reset(world: DiscordWorld) -> None:
         world.channel, world.alice, "persona", sub="delete", name="assistant", permissions=MODERATOR
     )
     assert "cannot be deleted" in said(default)
+
+
+async def test_persona_default_sets_and_resets_the_server_default(world: DiscordWorld) -> None:
+    refused = await world.command(world.channel, world.alice, "persona", sub="default use", name="pirate")
+    assert "Manage Channels" in said(refused)
+    assert (
+        await world.core.personas.resolve(key(world, world.other_channel.id))
+    ).source is PersonaSource.DEFAULT
+
+    chosen = await world.command(
+        world.channel, world.alice, "persona", sub="default use", name="pirate", permissions=MODERATOR
+    )
+    assert said(chosen) == SERVER_DEFAULT_SET.format(name="pirate")
+    resolved = await world.core.personas.resolve(key(world, world.other_channel.id))
+    assert resolved.persona.name == "pirate" and resolved.source is PersonaSource.WORKSPACE
+    # A channel with its own choice keeps it.
+    await world.command(
+        world.channel, world.alice, "persona", sub="use", name="assistant", permissions=MODERATOR
+    )
+    assert (await world.core.personas.resolve(key(world, world.channel.id))).persona.name == "assistant"
+
+    unknown = await world.command(
+        world.channel, world.alice, "persona", sub="default use", name="ghost", permissions=MODERATOR
+    )
+    assert "`/persona list` shows them." in said(unknown)
+    options = [
+        {
+            "name": "default",
+            "type": 2,
+            "options": [
+                {
+                    "name": "use",
+                    "type": 1,
+                    "options": [{"name": "name", "type": 3, "value": "pi", "focused": True}],
+                }
+            ],
+        }
+    ]
+    completion = await world.discord.autocomplete(world.channel, world.alice, "persona", options)
+    await world.discord.wait_response(completion)
+    assert completion.choices == [{"name": "pirate — Talks like a pirate", "value": "pirate"}]
+
+    reset = await world.command(
+        world.channel, world.alice, "persona", sub="default reset", permissions=MODERATOR
+    )
+    assert said(reset) == SERVER_DEFAULT_RESET
+    resolved = await world.core.personas.resolve(key(world, world.other_channel.id))
+    assert resolved.source is PersonaSource.DEFAULT
+    world.llm.enqueue(StreamReply.words("Hello."))
+    await world.command(world.other_channel, world.bob, "chat", prompt="Hi")
+    await world.turns(1)
+    assert world.llm.requests[0]["messages"][0]["content"] != "You are a pirate."

@@ -80,7 +80,10 @@ class ThreadOpener:
             return None
 
 
-async def run_chat(interaction: discord.Interaction[ThreadlineClient], prompt: str) -> None:
+async def run_chat(
+    interaction: discord.Interaction[ThreadlineClient], prompt: str, received_at: float
+) -> None:
+    """`received_at`: time.monotonic() when the command reached the bot (replies are timed from it)."""
     try:
         callback = await interaction.response.defer(thinking=True)  # within Discord's 3 s
     except discord.HTTPException as exc:
@@ -94,7 +97,7 @@ async def run_chat(interaction: discord.Interaction[ThreadlineClient], prompt: s
     author = Author(str(interaction.user.id), display_name(interaction.user))
     if isinstance(channel, discord.Thread):
         in_thread = ChannelSurface(channel, edit_interval=interval)
-        await _turn(interaction, thread_key(channel), author, prompt, in_thread.ready)
+        await _turn(interaction, thread_key(channel), author, prompt, received_at, in_thread.ready)
         return
     if isinstance(channel, discord.TextChannel):
         starter_id = callback.message_id if callback is not None else None
@@ -102,7 +105,7 @@ async def run_chat(interaction: discord.Interaction[ThreadlineClient], prompt: s
             starter_id = (await interaction.original_response()).id
         opener = ThreadOpener(client, channel, starter_id, thread_name(prompt))
         key = started_thread_key(channel.guild.id, channel.id, starter_id)
-        await _turn(interaction, key, author, prompt, opener.surface)
+        await _turn(interaction, key, author, prompt, received_at, opener.surface)
         await opener.surface()  # the conversation goes on in the thread, even after a short reply
         return
     target: MessageTarget | None = channel if isinstance(channel, MessageTarget) else None
@@ -111,7 +114,8 @@ async def run_chat(interaction: discord.Interaction[ThreadlineClient], prompt: s
     if target is None:
         return
     inline = ChannelSurface(target, edit_interval=interval)
-    await _turn(interaction, channel_key(target.id, interaction.guild_id), author, prompt, inline.ready)
+    key = channel_key(target.id, interaction.guild_id)
+    await _turn(interaction, key, author, prompt, received_at, inline.ready)
 
 
 async def _turn(
@@ -119,13 +123,20 @@ async def _turn(
     key: ConversationKey,
     author: Author,
     prompt: str,
+    received_at: float,
     continuation: ContinuationFactory,
 ) -> None:
     client = interaction.client
     surface = InteractionSurface(
         interaction, continuation, edit_interval=client.settings.discord_edit_interval
     )
-    turn = Turn(key=key, author=author, text=prompt, platform_message_id=str(interaction.id))
+    turn = Turn(
+        key=key,
+        author=author,
+        text=prompt,
+        platform_message_id=str(interaction.id),
+        received_at=received_at,
+    )
     result = await client.core.engine.handle_turn(turn, surface)
     log.debug("/chat %s in %s: %s", interaction.id, key.describe(), result.status)
 

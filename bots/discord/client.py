@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -84,8 +85,9 @@ class ThreadlineClient(discord.Client):
         )
 
     async def on_message(self, message: discord.Message) -> None:
+        received_at = time.monotonic()
         if self.accepting:
-            await handle_message(self, message)
+            await handle_message(self, message, received_at)
 
 
 class ShardedThreadlineClient(ThreadlineClient, discord.AutoShardedClient):

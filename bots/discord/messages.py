@@ -37,7 +37,8 @@ _CONVERSATION_TYPES = (discord.MessageType.default, discord.MessageType.reply)
 EMPTY_MENTION_HINT = "Hi! Mention me with a question, or use `/chat` to start a conversation."
 
 
-async def handle_message(client: ThreadlineClient, message: discord.Message) -> None:
+async def handle_message(client: ThreadlineClient, message: discord.Message, received_at: float) -> None:
+    """`received_at`: time.monotonic() when the message reached the bot (replies are timed from it)."""
     me = client.user
     if me is None or message.author.id == me.id or message.guild is None:
         return  # DMs are not served: conversations live in a server's channels and threads
@@ -76,7 +77,7 @@ async def handle_message(client: ThreadlineClient, message: discord.Message) -> 
     if not text:
         await _hint(surface)
         return
-    await _answer(client, message, key, text, surface)
+    await _answer(client, message, key, text, surface, received_at)
 
 
 async def _mention_destination(
@@ -137,8 +138,11 @@ async def _answer(
     key: ConversationKey,
     text: str,
     surface: ChannelSurface,
+    received_at: float,
 ) -> None:
     author = Author(str(message.author.id), display_name(message.author))
-    turn = Turn(key=key, author=author, text=text, platform_message_id=str(message.id))
+    turn = Turn(
+        key=key, author=author, text=text, platform_message_id=str(message.id), received_at=received_at
+    )
     result = await client.core.engine.handle_turn(turn, surface)
     log.debug("answered %s in %s: %s", message.id, key.describe(), result.status)

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 import discord
 from discord import app_commands
 
-from bots.discord.permissions import REFUSAL, may_change_personas
+from bots.discord.permissions import REFUSAL, may_manage
 from bots.discord.replies import report_command_error, say
 from core.personas.model import PERSONA_FIELDS, FieldSpec, Persona, PersonaInvalid
 from core.personas.service import DefaultPersonaRequired, PersonaExists, UnknownPersona
@@ -82,7 +82,7 @@ class PersonaForm(discord.ui.Modal):
 
 
 async def save_form(interaction: discord.Interaction[ThreadlineClient], form: PersonaForm) -> None:
-    if not may_change_personas(interaction):
+    if not may_manage(interaction):
         await say(interaction, REFUSAL)
         return
     typed = form.typed()
@@ -135,7 +135,7 @@ class FixIt(discord.ui.View):
 
     @discord.ui.button(label="Fix it", style=discord.ButtonStyle.primary)
     async def fix(self, interaction: discord.Interaction[Any], _button: discord.ui.Button[FixIt]) -> None:
-        if not may_change_personas(interaction):
+        if not may_manage(interaction):
             await say(interaction, REFUSAL)
             return
         await interaction.response.send_modal(PersonaForm(self.step, self.editing, self.typed))
@@ -152,7 +152,7 @@ class MoreSettings(discord.ui.View):
     async def more(
         self, interaction: discord.Interaction[Any], _button: discord.ui.Button[MoreSettings]
     ) -> None:
-        if not may_change_personas(interaction):
+        if not may_manage(interaction):
             await say(interaction, REFUSAL)
             return
         persona = await interaction.client.core.personas.get(self.name)

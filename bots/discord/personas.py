@@ -1,4 +1,5 @@
-"""`/persona list|show|use|reset|create|edit|delete`: answers are ephemeral; changes need permission."""
+"""`/persona list|show|use|reset|create|edit|delete` and `/persona default use|reset` (the server's
+default persona): answers are ephemeral; changes need permission."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from discord import app_commands
 from bots.discord.modals import PersonaForm
 from bots.discord.permissions import persona_admin
 from bots.discord.replies import say
-from bots.discord.routing import PLATFORM, key_for_channel, persona_scope_channel, thread_key
+from bots.discord.routing import PLATFORM, home_channel, key_for_channel, thread_key
 from core.personas.model import Persona
 from core.personas.service import DefaultPersonaRequired, PersonaSource, UnknownPersona
 from core.types import ConversationKey
@@ -33,6 +34,13 @@ SOURCE_TEXT = {
     PersonaSource.DEFAULT: "the built-in default",
 }
 SCOPE_TEXT = {"channel": "This channel", "thread": "This thread", "server": "This server (by default)"}
+SERVER_DEFAULT_SET = (
+    "✅ **{name}** is now this server's default persona: channels and threads without their own choice "
+    "talk to it."
+)
+SERVER_DEFAULT_RESET = (
+    "This server is back to the built-in default persona; channels and threads with their own choice keep it."
+)
 
 
 def describe(persona: Persona) -> str:
@@ -52,6 +60,10 @@ def describe(persona: Persona) -> str:
 
 
 class PersonaCommands(app_commands.Group):
+    default = app_commands.Group(
+        name="default", description="The persona of the whole server, for channels without their own"
+    )
+
     def __init__(self) -> None:
         super().__init__(name="persona", description="Choose and manage the personas the bot talks as")
 
@@ -126,10 +138,22 @@ class PersonaCommands(app_commands.Group):
             interaction, f"🗑️ Deleted persona **{name}**; channels that used it fall back to the default."
         )
 
+    @default.command(name="use", description="Make a persona the server's default")
+    @app_commands.describe(name="The persona channels and threads without their own choice talk to")
+    @persona_admin
+    async def default_use(self, interaction: Interaction, name: str) -> None:
+        await _set(interaction, name, "server")
+
+    @default.command(name="reset", description="Back to the built-in default persona for the server")
+    @persona_admin
+    async def default_reset(self, interaction: Interaction) -> None:
+        await _set(interaction, None, "server")
+
     @show.autocomplete("name")
     @use.autocomplete("name")
     @edit.autocomplete("name")
     @delete.autocomplete("name")
+    @default_use.autocomplete("name")
     async def persona_names(self, interaction: Interaction, current: str) -> list[app_commands.Choice[str]]:
         return await persona_choices(interaction, current)
 
@@ -163,14 +187,16 @@ async def _set(interaction: Interaction, name: str | None, scope: Scope | None) 
                 return
             await core.personas.set_thread(thread_key(channel), name)
         elif chosen == "channel":
-            target = persona_scope_channel(channel, interaction.channel_id)
+            target = home_channel(channel, interaction.channel_id)
             await core.personas.set_channel(PLATFORM, str(guild_id), str(target), name)
         else:
             await core.personas.set_workspace_default(PLATFORM, str(guild_id), name)
     except UnknownPersona as exc:
         await say(interaction, f"{exc} `/persona list` shows them.")
         return
-    if name is None:
+    if chosen == "server":
+        await say(interaction, SERVER_DEFAULT_SET.format(name=name) if name else SERVER_DEFAULT_RESET)
+    elif name is None:
         await say(interaction, f"{SCOPE_TEXT[chosen]} is back to the default persona.")
     else:
         await say(interaction, f"✅ {SCOPE_TEXT[chosen]} now talks to **{name}**.")

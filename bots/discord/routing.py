@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import discord
 
@@ -38,11 +39,22 @@ def key_for_channel(channel: object, guild_id: int | None, channel_id: int) -> C
     return channel_key(channel_id, guild_id)
 
 
-def persona_scope_channel(channel: object, channel_id: int) -> int:
-    """The channel whose persona setting applies (a thread follows its parent channel)."""
+def home_channel(channel: object, channel_id: int) -> int:
+    """The channel a command run in `channel` is about: a thread's parent, else the channel itself.
+
+    Channel settings, the channel's persona, schedules and usage belong to it, as the conversation
+    keys of its threads do: (guild, parent channel, thread).
+    """
     if isinstance(channel, discord.Thread) and channel.parent_id:
         return channel.parent_id
     return channel_id
+
+
+def command_scope(interaction: discord.Interaction[Any]) -> tuple[str, str] | None:
+    """(guild id, home channel id) of a command, or None outside a server's channels."""
+    if interaction.guild_id is None or interaction.channel_id is None:
+        return None
+    return str(interaction.guild_id), str(home_channel(interaction.channel, interaction.channel_id))
 
 
 def mentions_bot(message: discord.Message, bot: discord.abc.User) -> bool:

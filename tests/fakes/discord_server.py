@@ -916,6 +916,9 @@ class FakeDiscord:
     ) -> web.Response:
         """Store commands the way Discord returns them: ids, versions, localizations, defaults filled in."""
         self.command_writes += 1
+        problems = [problem for command in request[JSON_BODY] or [] for problem in _command_problems(command)]
+        if problems:
+            return _error(400, 50035, "Invalid Form Body", errors={"_problems": problems})
         stored = []
         for command in request[JSON_BODY] or []:
             permissions = command.get("default_member_permissions")
@@ -944,6 +947,30 @@ class FakeDiscord:
     def expire_interaction(self, interaction: FakeInteraction) -> None:
         """The interaction token stops working (as after 15 minutes)."""
         interaction.expired = True
+
+
+_COMMAND_NAME = re.compile(r"^[-_a-z0-9]{1,32}$")
+_LIMIT = 25  # options per command or group, choices per option
+
+
+def _command_problems(item: dict[str, Any], where: str = "") -> list[str]:
+    """What Discord rejects in a slash command (or option) with 400 Invalid Form Body."""
+    name = str(item.get("name", ""))
+    path = f"{where}/{name}"
+    problems = []
+    if not _COMMAND_NAME.match(name):
+        problems.append(f"{path}: name must be 1-32 lowercase letters, digits, - or _")
+    if not 1 <= len(str(item.get("description", ""))) <= 100:
+        problems.append(f"{path}: description must be 1-100 characters")
+    options = item.get("options") or []
+    if len(options) > _LIMIT or len(item.get("choices") or []) > _LIMIT:
+        problems.append(f"{path}: at most {_LIMIT} options and {_LIMIT} choices")
+    required = [bool(option.get("required")) for option in options]
+    if required != sorted(required, reverse=True):
+        problems.append(f"{path}: required options must come before optional ones")
+    for option in options:
+        problems += _command_problems(option, path)
+    return problems
 
 
 def _registered_shape(item: dict[str, Any]) -> dict[str, Any]:
