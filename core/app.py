@@ -69,7 +69,7 @@ class Core:
             personas=personas,
             llm=llm,
             budgets=budgets,
-            leases=ConversationLeases(db),
+            leases=ConversationLeases(db, lease_seconds=settings.lease_seconds),
             usage=usage,
             quotas=Quotas(settings.daily_tokens_per_user, settings.daily_tokens_per_channel),
             windows=WindowSettings(default=settings.default_context_window, overrides=settings.model_windows),

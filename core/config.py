@@ -74,6 +74,10 @@ class Settings(BaseSettings):
     slack_persona_command: str = Field(
         default="/persona", validation_alias="THREADLINE_SLACK_PERSONA_COMMAND"
     )
+    slack_usage_command: str = Field(default="/usage", validation_alias="THREADLINE_SLACK_USAGE_COMMAND")
+    slack_schedule_command: str = Field(
+        default="/schedule", validation_alias="THREADLINE_SLACK_SCHEDULE_COMMAND"
+    )
     slack_edit_interval: float | None = Field(
         default=None, ge=0, validation_alias="THREADLINE_SLACK_EDIT_INTERVAL"
     )
@@ -107,6 +111,10 @@ class Settings(BaseSettings):
     retention_days: int = Field(default=0, ge=0, validation_alias="THREADLINE_RETENTION_DAYS")
     dedup_ttl_hours: int = Field(default=24, ge=1, validation_alias="THREADLINE_DEDUP_TTL_HOURS")
     shutdown_grace: float = Field(default=20.0, ge=0, validation_alias="THREADLINE_SHUTDOWN_GRACE")
+    recovery_after_seconds: float = Field(
+        default=90.0, ge=0, validation_alias="THREADLINE_RECOVERY_AFTER_SECONDS"
+    )
+    lease_seconds: float = Field(default=60.0, ge=1, validation_alias="THREADLINE_LEASE_SECONDS")
 
     host: str = Field(default="0.0.0.0", validation_alias="THREADLINE_HOST")
     port: int = Field(default=3000, ge=0, le=65535, validation_alias="THREADLINE_PORT")

@@ -88,5 +88,6 @@ def configure_logging(settings: Settings) -> None:
         "aiosqlite",
         "asyncio",
         "alembic",
+        "apscheduler",
     ):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

@@ -28,7 +28,8 @@ log = logging.getLogger("threadline.scheduler")
 
 CLAIM_PLATFORM = "scheduler"
 MISFIRE_GRACE = timedelta(minutes=10)  # a prompt missed by more than this (service down) is skipped
-STALE_STREAM = timedelta(seconds=90)  # a reply still "streaming" this long without a lease was cut off
+# A reply still "streaming" THREADLINE_RECOVERY_AFTER_SECONDS (90) after it began, without a lease,
+# was cut off by a crash.
 INTERRUPTED_NOTICE = "⚠️ This reply was interrupted (Threadline restarted) and is incomplete."
 SCHEDULER_AUTHOR = Author("scheduler", "Scheduled prompt")
 
@@ -185,7 +186,8 @@ class Scheduler:
                     .join(ConversationRow, MessageRow.conversation_id == ConversationRow.id)
                     .where(
                         MessageRow.status == "streaming",
-                        MessageRow.created_at < now - STALE_STREAM,
+                        MessageRow.created_at
+                        < now - timedelta(seconds=self._core.settings.recovery_after_seconds),
                         or_(ConversationRow.lease_owner.is_(None), ConversationRow.lease_expires_at < now),
                     )
                 )

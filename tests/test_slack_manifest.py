@@ -46,7 +46,10 @@ def test_events_command_and_interactivity() -> None:
     ]
     assert settings["interactivity"]["is_enabled"] is True
     assert "socket_mode_enabled" in settings
-    [command] = manifest["features"]["slash_commands"]
-    assert command["command"] == Settings.model_fields["slack_persona_command"].default
+    commands = [command["command"] for command in manifest["features"]["slash_commands"]]
+    assert commands == [
+        Settings.model_fields[name].default
+        for name in ("slack_persona_command", "slack_usage_command", "slack_schedule_command")
+    ]
     assert manifest["features"]["app_home"]["messages_tab_enabled"] is True
     assert len(manifest["display_information"]["name"]) <= 35

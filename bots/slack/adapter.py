@@ -8,13 +8,19 @@
   THREADLINE_SHUTDOWN_GRACE, then cancels what is left).
 - Each Slack message is answered at most once: its `event_id` and its (channel, ts) are claimed in
   the database, so Slack's retries, redeliveries after a restart, and the `app_mention` + `message`
-  pair of one mention produce a single reply.
+  pair of one mention produce a single reply (also across replicas sharing a PostgreSQL database).
+- What became of each event is counted in `threadline_slack_events_total{outcome}` (answered, reset,
+  duplicate, ignored, failed).
+- For the scheduler: `surface_for(key)` (finalise a reply a crash left streaming) and
+  `open_thread()` (a scheduled prompt starts a new thread under a top-level message).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -22,22 +28,25 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from prometheus_client import Counter
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
+from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.slack.commands import PersonaCommands
-from bots.slack.events import PLATFORM, Incoming, is_reset_request, parse_event
+from bots.slack.events import DM_THREAD, PLATFORM, Incoming, is_reset_request, parse_event
 from bots.slack.modals import CALLBACK_ID
 from bots.slack.mrkdwn import from_slack, mentioned_users
+from bots.slack.operations import ScheduleCommands, UsageCommand
 from bots.slack.surface import SlackSurface
 from bots.slack.users import UserDirectory
 from core.app import Core
 from core.config import ConfigError
 from core.engine import Turn
-from core.types import Author
+from core.types import Author, ConversationKey
 
 log = logging.getLogger("threadline.slack")
 
@@ -45,6 +54,26 @@ EVENTS_PATH = "/slack/events"
 OUTCOMES_KEPT = 1000
 RESET_DONE = "🧹 Done: I forgot this thread's history. The next message starts a fresh conversation."
 RESET_NOTHING = "There was nothing to forget in this thread."
+
+EVENTS = Counter("threadline_slack_events", "Slack events by what became of them", ["outcome"])
+# When the HTTP request carrying an event reached the adapter (bolt runs the listener in a task
+# created inside the request, which inherits this). Unset in Socket Mode: the listener's start is used.
+_RECEIVED_AT: contextvars.ContextVar[float | None] = contextvars.ContextVar("received_at", default=None)
+
+
+class _NoTokenNotice(logging.Filter):
+    """Bolt reads SLACK_BOT_TOKEN from the environment by itself and then warns at every start that
+    the client we give it wins. That is intended here: drop the warning, keep the rest."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != warning_client_prioritized_and_token_skipped()
+
+
+def _bolt_logger() -> logging.Logger:
+    logger = logging.getLogger("threadline.slack.bolt")
+    if not any(isinstance(existing, _NoTokenNotice) for existing in logger.filters):
+        logger.addFilter(_NoTokenNotice())
+    return logger
 
 
 def api_base_url(url: str) -> str:
@@ -116,10 +145,12 @@ class SlackAdapter:
             signing_secret=settings.slack_signing_secret or "",
             request_verification_enabled=not self._socket_mode,
             name="threadline",
-            logger=logging.getLogger("threadline.slack.bolt"),
+            logger=_bolt_logger(),
         )
         self._users = UserDirectory(self._client)
         self._commands = PersonaCommands(core, self._users)
+        self._usage = UsageCommand(core)
+        self._schedules = ScheduleCommands(core, self._users)
         self._tasks = _Tasks()
         self._identity: Identity | None = None
         self._identity_lock = asyncio.Lock()
@@ -134,6 +165,8 @@ class SlackAdapter:
         self._app.event("app_mention")(self._on_event)
         self._app.event("message")(self._on_event)
         self._app.command(self._commands.command)(self._commands.on_command)
+        self._app.command(self._usage.command)(self._usage.on_command)
+        self._app.command(self._schedules.command)(self._schedules.on_command)
         self._app.view(CALLBACK_ID)(self._commands.on_view_submission)
         if not self._socket_mode:
             http.router.add_post(EVENTS_PATH, self._on_http)
@@ -199,6 +232,29 @@ class SlackAdapter:
         session = self._handler.client.current_session
         return session is not None and not session.closed and not self._handler.client.closed
 
+    # -- scheduler port ----------------------------------------------------------------------------
+
+    def _surface(self, team: str, channel: str, thread_ts: str | None) -> SlackSurface:
+        return SlackSurface(
+            self._client,
+            team=team,
+            channel=channel,
+            thread_ts=thread_ts,
+            edit_interval=self._core.settings.slack_edit_interval,
+        )
+
+    def surface_for(self, key: ConversationKey) -> SlackSurface:
+        """The conversation's thread (the top level of a DM for its `dm` conversation)."""
+        return self._surface(key.workspace, key.channel, None if key.thread == DM_THREAD else key.thread)
+
+    async def open_thread(
+        self, workspace: str, channel: str, header: str
+    ) -> tuple[ConversationKey, SlackSurface]:
+        """Post `header` (Markdown) at the top level of `channel`; the thread under it is the conversation."""
+        top = self._surface(workspace, channel, None)
+        ts = await top.post(top.render(header))
+        return ConversationKey(PLATFORM, workspace, channel, ts), self._surface(workspace, channel, ts)
+
     async def identity(self) -> Identity:
         async with self._identity_lock:
             if self._identity is None:
@@ -220,6 +276,7 @@ class SlackAdapter:
     async def _on_http(self, request: web.Request) -> web.Response:
         if self._stopping:  # not acknowledged: Slack retries, e.g. on another replica
             return web.Response(status=503, text="shutting down")
+        _RECEIVED_AT.set(time.monotonic())
         response = await self._app.async_dispatch(await to_bolt_request(request))
         return await to_aiohttp_response(response)
 
@@ -227,16 +284,18 @@ class SlackAdapter:
         # Bolt has acknowledged already; the work happens in a task stop() can wait for.
         if self._stopping:
             return
-        self._tasks.spawn(self._handle_event(body), name=f"slack-event-{body.get('event_id', '?')}")
+        received = _RECEIVED_AT.get() or time.monotonic()
+        self._tasks.spawn(self._handle_event(body, received), name=f"slack-event-{body.get('event_id', '?')}")
 
-    async def _handle_event(self, body: dict[str, Any]) -> None:
+    async def _handle_event(self, body: dict[str, Any], received: float) -> None:
         outcome = "failed"
         try:
-            outcome = await self._answer(body)
+            outcome = await self._answer(body, received)
         finally:
             self._record(str(body.get("event_id") or ""), outcome)
 
     def _record(self, event_id: str, outcome: str) -> None:
+        EVENTS.labels(outcome).inc()
         self.outcomes.setdefault(event_id, []).append(outcome)
         while len(self.outcomes) > OUTCOMES_KEPT:
             self.outcomes.popitem(last=False)
@@ -250,7 +309,7 @@ class SlackAdapter:
             await self._outcome_changed.wait()
         return self.outcomes[event_id]
 
-    async def _answer(self, body: dict[str, Any]) -> str:
+    async def _answer(self, body: dict[str, Any], received: float) -> str:
         me = await self.identity()
         incoming = parse_event(body, bot_user_id=me.user_id, bot_id=me.bot_id)
         if incoming is None or not await self._should_answer(incoming):
@@ -267,14 +326,14 @@ class SlackAdapter:
             await self._reset(incoming)
             return "reset"
         author = Author(incoming.user, incoming.bot_name or await self._users.name(incoming.user))
-        surface = SlackSurface(
-            self._client,
-            team=incoming.team,
-            channel=incoming.channel,
-            thread_ts=incoming.reply_thread,
-            edit_interval=self._core.settings.slack_edit_interval,
+        surface = self._surface(incoming.team, incoming.channel, incoming.reply_thread)
+        turn = Turn(
+            key=incoming.key,
+            author=author,
+            text=text,
+            platform_message_id=incoming.ts,
+            received_at=received,
         )
-        turn = Turn(key=incoming.key, author=author, text=text, platform_message_id=incoming.ts)
         result = await self._core.engine.handle_turn(turn, surface)
         log.info("answered %s: %s", incoming.key.describe(), result.status)
         return "answered"

@@ -1,12 +1,15 @@
 """`/persona` (name configurable with THREADLINE_SLACK_PERSONA_COMMAND) and the persona modal's submission.
 
-    /persona list          personas, the channel's current one marked
-    /persona show          the channel's persona and where it comes from (channel, workspace, default)
-    /persona use NAME      the channel's persona                    (admins)
-    /persona reset         the channel back to the workspace/default (admins)
-    /persona create        a modal to create a persona              (admins)
-    /persona edit NAME     a modal to edit a persona                (admins)
-    /persona delete NAME   delete a persona                         (admins)
+    /persona list                  personas, the channel's current one marked
+    /persona show                  the channel's persona, where it comes from, the channel's settings
+    /persona use NAME              the channel's persona                       (admins)
+    /persona reset                 the channel back to the workspace/default    (admins)
+    /persona create                a modal to create a persona                 (admins)
+    /persona edit NAME             a modal to edit a persona                   (admins)
+    /persona delete NAME           delete a persona                            (admins)
+    /persona default NAME|reset    the workspace default persona               (admins)
+    /persona followups on|off      answer follow-ups in threads without a mention (channel; admins)
+    /persona bots on|off           answer other bots that mention it           (channel; admins)
 
 Admins: workspace admins and owners (users.info) and the ids in THREADLINE_ADMINS.
 Every answer is ephemeral (only the person who ran the command sees it).
@@ -28,6 +31,7 @@ from bots.slack.modals import INPUT_MAX_LENGTH, ModalContext, block_errors, pers
 from bots.slack.mrkdwn import escape
 from bots.slack.users import UserDirectory
 from core.app import Core
+from core.personas.builtin import DEFAULT_PERSONA_NAME
 from core.personas.model import Persona, PersonaInvalid
 from core.personas.service import (
     DefaultPersonaRequired,
@@ -51,7 +55,32 @@ _SOURCES = {
 }
 _PROMPT_PREVIEW = 1500
 # Subcommand → number of arguments. list and show are for everyone; the others change personas (admins).
-_ARITY = {"list": 0, "show": 0, "use": 1, "reset": 0, "create": 0, "edit": 1, "delete": 1}
+_ARITY = {
+    "list": 0,
+    "show": 0,
+    "use": 1,
+    "reset": 0,
+    "create": 0,
+    "edit": 1,
+    "delete": 1,
+    "default": 1,
+    "followups": 1,
+    "bots": 1,
+}
+_SWITCH = {"on": True, "off": False}
+# Channel flags settable with `/persona <word> on|off`: the word → (setting, what it means when on/off).
+_FLAGS = {
+    "followups": (
+        "follow_up_in_threads",
+        "Follow-ups are *on*: in threads I talk in, I answer every message, no mention needed.",
+        "Follow-ups are *off*: in this channel I answer only messages that mention me.",
+    ),
+    "bots": (
+        "allow_bots",
+        "Other bots are *allowed*: I answer bots that mention me in this channel.",
+        "Other bots are *ignored* in this channel.",
+    ),
+}
 
 
 def usage(command: str) -> str:
@@ -65,12 +94,20 @@ def usage(command: str) -> str:
             f"• `{command} create` — create a persona _(admins)_",
             f"• `{command} edit NAME` — edit a persona _(admins)_",
             f"• `{command} delete NAME` — delete a persona _(admins)_",
+            f"• `{command} default NAME` or `{command} default reset` — the workspace default _(admins)_",
+            f"• `{command} followups on|off` — answer thread follow-ups without a mention _(admins)_",
+            f"• `{command} bots on|off` — answer other bots that mention me _(admins)_",
             "To forget a thread's history, mention me in the thread with the word `reset`.",
         ]
     )
 
 
 Reply = Callable[[str], Awaitable[None]]
+
+
+async def can_manage(core: Core, users: UserDirectory, user_id: str) -> bool:
+    """Workspace admins and owners, and the ids in THREADLINE_ADMINS (personas, settings, schedules)."""
+    return core.settings.is_admin(user_id) or await users.is_workspace_admin(user_id)
 
 
 class PersonaCommands:
@@ -80,7 +117,7 @@ class PersonaCommands:
         self.command = core.settings.slack_persona_command
 
     async def can_manage(self, user_id: str) -> bool:
-        return self._core.settings.is_admin(user_id) or await self._users.is_workspace_admin(user_id)
+        return await can_manage(self._core, self._users, user_id)
 
     # -- the slash command ----------------------------------------------------------------------
 
@@ -118,7 +155,7 @@ class PersonaCommands:
         client: AsyncWebClient,
         reply: Reply,
     ) -> None:
-        if _ARITY.get(sub) != len(args):
+        if _ARITY.get(sub) != len(args) or (sub in _FLAGS and args[0].lower() not in _SWITCH):
             await reply(usage(self.command))
         elif sub == "list":
             await reply(await self._list(team, channel))
@@ -132,6 +169,10 @@ class PersonaCommands:
             await reply(await self._reset(team, channel))
         elif sub == "delete":
             await reply(await self._delete(args[0].lower()))
+        elif sub == "default":
+            await reply(await self._workspace_default(team, args[0].lower()))
+        elif sub in _FLAGS:
+            await reply(await self._flag(team, channel, sub, _SWITCH[args[0].lower()]))
         else:
             await self._open_modal(sub, args, channel, command, client, reply)
 
@@ -164,9 +205,14 @@ class PersonaCommands:
             prompt = prompt[:_PROMPT_PREVIEW] + "…"
         quoted = "\n".join("> " + escape(line) for line in prompt.splitlines())
         about = f"\n{escape(p.description)}" if p.description else ""
+        flags = await self._core.channels.get(PLATFORM, team, channel)
+        behaviour = (
+            f"Follow-ups in threads: *{'on' if flags.follow_up_in_threads else 'off'}* · "
+            f"other bots: *{'allowed' if flags.allow_bots else 'ignored'}*"
+        )
         return (
             f"This channel uses *{p.name}* ({_SOURCES[resolved.source]}).{about}\n"
-            f"{', '.join(settings)}\n*System prompt*\n{quoted}"
+            f"{', '.join(settings)}\n{behaviour}\n*System prompt*\n{quoted}"
         )
 
     async def _use(self, team: str, channel: str, name: str) -> str:
@@ -183,6 +229,28 @@ class PersonaCommands:
         await self._core.personas.set_channel(PLATFORM, team, channel, None)
         resolved = await self._core.personas.resolve(ConversationKey(PLATFORM, team, channel, ""))
         return f"This channel is back to *{resolved.persona.name}* ({_SOURCES[resolved.source]})."
+
+    async def _workspace_default(self, team: str, name: str) -> str:
+        if name == "reset":
+            await self._core.personas.set_workspace_default(PLATFORM, team, None)
+            return (
+                f"The workspace default is back to the built-in *{DEFAULT_PERSONA_NAME}*. "
+                "Channels with a persona of their own keep it."
+            )
+        try:
+            persona = await self._core.personas.set_workspace_default(PLATFORM, team, name)
+        except UnknownPersona:
+            return f"There is no persona named `{escape(name)}`. `{self.command} list` shows them all."
+        assert persona is not None
+        return (
+            f"The workspace default is now *{persona.name}* ({escape(persona.model)}). "
+            "Channels without a persona of their own use it from the next reply on."
+        )
+
+    async def _flag(self, team: str, channel: str, word: str, on: bool) -> str:
+        setting, when_on, when_off = _FLAGS[word]
+        await self._core.channels.update(PLATFORM, team, channel, **{setting: on})
+        return when_on if on else when_off
 
     async def _delete(self, name: str) -> str:
         try:

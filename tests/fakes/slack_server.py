@@ -19,6 +19,7 @@ What the fake does, like Slack does it:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import itertools
@@ -274,8 +275,12 @@ class FakeSlack:
         event_id: str | None = None,
         retry_num: int | None = None,
         retry_reason: str = "http_timeout",
+        url: str | None = None,
     ) -> Delivery:
-        """Send one event callback to the app (HTTP or Socket Mode, per `mode`)."""
+        """Send one event callback to the app (HTTP or Socket Mode, per `mode`).
+
+        `url`: this HTTP delivery goes there instead of `events_url` (one replica behind a load balancer).
+        """
         body = self.event_callback(event, event_id)
         if self.mode == "socket":
             return await self.send_envelope(
@@ -284,7 +289,7 @@ class FakeSlack:
         headers = {}
         if retry_num is not None:
             headers = {"X-Slack-Retry-Num": str(retry_num), "X-Slack-Retry-Reason": retry_reason}
-        return await self.post_signed(json.dumps(body), "application/json", headers=headers)
+        return await self.post_signed(json.dumps(body), "application/json", headers=headers, url=url)
 
     async def post_signed(
         self,
@@ -295,15 +300,17 @@ class FakeSlack:
         timestamp: int | None = None,
         secret: str | None = None,
         signed: bool = True,
+        url: str | None = None,
     ) -> Delivery:
-        """POST a body to the app's events URL, signed like Slack (or not, or wrongly, or stale)."""
-        assert self.events_url is not None and self._session is not None, "events_url not set"
+        """POST a body to the app's events URL (or `url`), signed like Slack (or not, wrongly, or stale)."""
+        target = url or self.events_url
+        assert target is not None and self._session is not None, "events_url not set"
         ts = int(time.time()) if timestamp is None else timestamp
         all_headers = {"Content-Type": content_type, **(headers or {})}
         if signed:
             all_headers["X-Slack-Request-Timestamp"] = str(ts)
             all_headers["X-Slack-Signature"] = sign(secret or self.signing_secret, ts, body)
-        async with self._session.post(self.events_url, data=body.encode(), headers=all_headers) as response:
+        async with self._session.post(target, data=body.encode(), headers=all_headers) as response:
             text = await response.text()
             try:
                 parsed: Any = json.loads(text) if text else None
@@ -613,7 +620,7 @@ class FakeSlack:
             echo = self.message_event(
                 text, channel=channel, user=self.bot_user_id, thread_ts=thread_ts, ts=ts, bot_id=self.bot_id
             )
-            self._spawn(self.deliver_event(echo))
+            self._spawn(self._echo(echo))
         return {"channel": channel, "ts": ts, "message": {"text": text, "ts": ts, "bot_id": self.bot_id}}
 
     async def _chat_update(self, args: dict[str, Any]) -> dict[str, Any] | web.Response:
@@ -647,7 +654,7 @@ class FakeSlack:
                 "previous_message": {"type": "message", "text": previous, "ts": ts},
                 "channel_type": "channel",
             }
-            self._spawn(self.deliver_event(changed))
+            self._spawn(self._echo(changed))
         return {"channel": channel, "ts": ts, "text": text}
 
     async def _chat_delete(self, args: dict[str, Any]) -> dict[str, Any] | web.Response:
@@ -699,6 +706,11 @@ class FakeSlack:
         self.calls.append(Call("response_url", body, None, time.monotonic()))
         await self._notify()
         return web.Response(text="ok")
+
+    async def _echo(self, event: Mapping[str, Any]) -> None:
+        """Deliver the bot's own message back; an app that is down (or stopping) just misses it."""
+        with contextlib.suppress(aiohttp.ClientError, OSError):
+            await self.deliver_event(event)
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
