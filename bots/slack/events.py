@@ -1,6 +1,6 @@
 """Slack events → what the bot should do with them (pure functions: no I/O).
 
-Conversation keys (contract, see docs/slack.md):
+Conversation keys (contract, see the Slack section of README.md):
 - channel or group DM: ConversationKey("slack", team, channel, thread_ts), where thread_ts is the
   mention's `thread_ts`, or its own `ts` for a top-level mention (the reply opens that thread);
 - direct message: top-level messages of a DM are ONE conversation, thread id `DM_THREAD` ("dm"),
