@@ -108,3 +108,18 @@ async def test_fifty_streams_share_one_budget_fairly_without_exceeding_it() -> N
     for surface in surfaces:
         intermediate = [text for text in surface.history["m0"][1:-1] if text.endswith(" ▍")]
         assert intermediate, "every stream showed progress before its end"
+
+
+async def test_queueing_for_a_busy_budget_never_loses_a_final_text() -> None:
+    """30 replies end together on a budget of 20 edits/s: the last final waits ~1.5 s in the queue,
+    three times the final deadline, and must still be delivered (queueing is not failure)."""
+    budgets = EditBudgets()
+    limits = dataclasses.replace(FAST_LIMITS, shared_budget=EditBudget(key="ws", rate=20.0, burst=1))
+    surfaces = [FakeSurface(limits) for _ in range(30)]
+    renderers = [ReplyRenderer(surface, budgets, final_deadline=0.5) for surface in surfaces]
+    await asyncio.gather(*(renderer.start() for renderer in renderers))
+    for index, renderer in enumerate(renderers):
+        renderer.push(f"answer number {index}")
+    results = await asyncio.gather(*(renderer.finish() for renderer in renderers))
+    assert all(result.delivered for result in results)
+    assert [surface.final_texts() for surface in surfaces] == [[f"answer number {i}"] for i in range(30)]

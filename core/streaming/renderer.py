@@ -19,6 +19,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from typing import Literal
 
 from core.streaming.budget import EditBudgets
 from core.streaming.splitting import Part, ReplySplitter
@@ -29,6 +30,26 @@ log = logging.getLogger("threadline.streaming")
 EMPTY_REPLY = "_(empty reply)_"
 _RETRY_BASE = 0.1  # seconds before retrying a failed final call, doubled on each failure
 _RETRY_MAX = 2.0
+# Waiting for a shared budget slot is fair queueing, not failure: it extends the final deadline,
+# up to this much in all (a workspace with hundreds of replies at once drains its queue slowly).
+_MAX_BUDGET_QUEUEING = 900.0
+
+
+@dataclass(slots=True)
+class _Deadlines:
+    """When to stop trying to edit, and to post, the final text; both move with budget queueing."""
+
+    edit: float
+    post: float
+    queued: float = 0.0
+
+    def of(self, kind: Literal["edit", "post"]) -> float:
+        return self.edit if kind == "edit" else self.post
+
+    def shift(self, seconds: float) -> None:
+        self.edit += seconds
+        self.post += seconds
+        self.queued += seconds
 _PAUSE_AFTER_FAILED_UPDATE = 0.25  # no intermediate update sooner than this after one failed
 
 
@@ -131,17 +152,17 @@ class ReplyRenderer:
             raise RuntimeError("finish() is already running")
         self._finishing = True
         started = time.monotonic()
-        edit_until = started + self._final_deadline / 2
+        deadlines = _Deadlines(edit=started + self._final_deadline / 2, post=started + self._final_deadline)
         try:
             if self._started:
                 await self._start_done.wait()
-            await self._stop_progress(edit_until)
+            await self._stop_progress(deadlines.edit)
             delivered = False
             if not self._gone:
                 parts = self._splitter.finish(notice or None)
                 if not parts:  # only whitespace came, and no notice: never leave the placeholder
                     parts = [self._splitter.notice_part(EMPTY_REPLY)]
-                delivered = await self._deliver(parts, edit_until, started + self._final_deadline)
+                delivered = await self._deliver(parts, deadlines)
         finally:
             if self._task is not None and not self._task.done():  # finish() itself was cancelled
                 self._task.cancel()
@@ -272,11 +293,11 @@ class ReplyRenderer:
 
     # -- the final text ----------------------------------------------------------------------------
 
-    async def _deliver(self, parts: list[Part], edit_until: float, until: float) -> bool:
+    async def _deliver(self, parts: list[Part], deadlines: _Deadlines) -> bool:
         """Make every message show its part's final text; False if some could not be delivered.
 
-        Edits are tried until `edit_until`; from the first part that cannot be edited, parts are
-        posted as new messages until `until`.
+        Edits are tried until `deadlines.edit`; from the first part that cannot be edited, parts are
+        posted as new messages until `deadlines.post`.
         """
         reposted_from: int | None = None
         superseded: list[_Message] = []
@@ -288,7 +309,7 @@ class ReplyRenderer:
                 outcome = (
                     _Outcome.FAILED
                     if index == self._abandoned
-                    else await self._final_edit(message, part.text, edit_until)
+                    else await self._final_edit(message, part.text, deadlines)
                 )
                 if outcome is _Outcome.DONE:
                     continue
@@ -297,19 +318,19 @@ class ReplyRenderer:
                 # Post this part and every later one again, so the reply still reads in order.
                 reposted_from, superseded = index, self._messages[index:]
                 del self._messages[index:]
-            if not await self._final_post(part.text, until):
+            if not await self._final_post(part.text, deadlines):
                 if reposted_from is not None:  # those still show part of the reply
                     self._messages[reposted_from:reposted_from] = superseded
                 return False
         return True
 
-    async def _final_edit(self, message: _Message, text: str, until: float) -> _Outcome:
+    async def _final_edit(self, message: _Message, text: str, deadlines: _Deadlines) -> _Outcome:
         for attempt in itertools.count():
-            if not await self._final_turn(message, until):
+            if not await self._final_turn(message, deadlines, "edit"):
                 return _Outcome.FAILED
             message.last_edit = time.monotonic()
             try:
-                async with asyncio.timeout(until - time.monotonic()):
+                async with asyncio.timeout(deadlines.edit - time.monotonic()):
                     await self._surface.edit(message.id, text)
             except RateLimited as exc:
                 self._rate_limited(exc)
@@ -322,20 +343,19 @@ class ReplyRenderer:
                 return _Outcome.FAILED
             except (SurfaceError, TimeoutError) as exc:
                 log.info("final edit failed (attempt %d): %s", attempt + 1, exc)
-                await self._pause_before_retry(attempt, until)
+                await self._pause_before_retry(attempt, deadlines.edit)
                 continue
             message.shown = text
             return _Outcome.DONE
         raise AssertionError("unreachable")
 
-    async def _final_post(self, text: str, until: float) -> bool:
+    async def _final_post(self, text: str, deadlines: _Deadlines) -> bool:
         for attempt in itertools.count():
-            if not await self._final_turn(None, until):
+            if not await self._final_turn(None, deadlines, "post"):
                 log.error("could not deliver a reply's final text before the deadline")
                 return False
-            started = time.monotonic()
             try:
-                async with asyncio.timeout(until - started):
+                async with asyncio.timeout(deadlines.post - time.monotonic()):
                     message_id = await self._surface.post(text)
             except RateLimited as exc:
                 self._rate_limited(exc)
@@ -348,29 +368,35 @@ class ReplyRenderer:
                 return False
             except (SurfaceError, TimeoutError) as exc:
                 log.info("final post failed (attempt %d): %s", attempt + 1, exc)
-                await self._pause_before_retry(attempt, until)
+                await self._pause_before_retry(attempt, deadlines.post)
                 continue
             self._messages.append(_Message(message_id, text))
             return True
         raise AssertionError("unreachable")
 
-    async def _final_turn(self, message: _Message | None, until: float) -> bool:
-        """Wait for this reply's interval, any Retry-After and a budget slot; False past `until`."""
+    async def _final_turn(self, message: _Message | None, deadlines: _Deadlines, kind: Literal["edit", "post"]) -> bool:
+        """Wait for this reply's interval, any Retry-After and a budget slot; False past the deadline.
+
+        Time spent queued for the shared budget moves the deadlines: with many replies at once the
+        queue is long but always moving, and giving up on it would lose final texts.
+        """
         ready = self._not_before
         if message is not None:
             ready = max(ready, message.last_edit + self._interval)
-        if ready >= until:
+        if ready >= deadlines.of(kind):
             return False
         delay = ready - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
         if self._budget is not None:
+            queued_since = time.monotonic()
             try:
-                async with asyncio.timeout(until - time.monotonic()):
+                async with asyncio.timeout(max(_MAX_BUDGET_QUEUEING - deadlines.queued, 0.0)):
                     await self._budgets.acquire(self._budget, final=True)
             except TimeoutError:
                 return False
-        return time.monotonic() < until
+            deadlines.shift(time.monotonic() - queued_since)
+        return time.monotonic() < deadlines.of(kind)
 
     async def _pause_before_retry(self, attempt: int, until: float) -> None:
         delay = min(_RETRY_BASE * 2**attempt, _RETRY_MAX, until - time.monotonic())
