@@ -1,4 +1,4 @@
-"""The Discord adapter: slash commands and mentions in, streamed replies out (see the Discord section of README.md).
+"""The Discord adapter: slash commands and mentions in, streamed replies out (README: Discord).
 
 Modules import the `discord` library absolutely; this package is `bots.discord` and never shadows it.
 """

@@ -18,6 +18,8 @@ from bots.discord.replies import report_command_error
 from bots.discord.surface import NO_PINGS
 from core.app import Core
 from core.config import Settings
+from core.streaming import EditBudgets
+from core.surface import EditBudget
 
 log = logging.getLogger("threadline.discord")
 
@@ -54,6 +56,23 @@ class ThreadlineTree(app_commands.CommandTree["ThreadlineClient"]):
         await report_command_error(interaction, error)
 
 
+# Discord allows 50 requests per second per bot token and never announces how close a bot is:
+# pace every request of this process below it. Interaction callbacks and webhooks are exempt.
+GLOBAL_REQUESTS = EditBudget(key="discord:global-requests", rate=40.0, burst=10)  # any 1 s: <= 50
+_EXEMPT_ROUTES = ("/interactions/", "/webhooks/")
+
+
+def pace_global_requests(http: discord.http.HTTPClient, budgets: EditBudgets) -> None:
+    request = http.request
+
+    async def paced(route: discord.http.Route, **kwargs: Any) -> Any:
+        if not route.path.startswith(_EXEMPT_ROUTES):
+            await budgets.acquire(GLOBAL_REQUESTS)
+        return await request(route, **kwargs)
+
+    http.request = paced  # type: ignore[method-assign]
+
+
 class ThreadlineClient(discord.Client):
     """One bot connection (all shards of this process). `core` is None for command sync only."""
 
@@ -68,6 +87,7 @@ class ThreadlineClient(discord.Client):
         )
         register_commands(self.tree)
         self.accepting = True  # False once the service stops taking new events (shutdown)
+        pace_global_requests(self.http, core.budgets if core is not None else EditBudgets())
 
     @property
     def core(self) -> Core:
