@@ -50,6 +50,8 @@ class _Deadlines:
         self.edit += seconds
         self.post += seconds
         self.queued += seconds
+
+
 _PAUSE_AFTER_FAILED_UPDATE = 0.25  # no intermediate update sooner than this after one failed
 
 
@@ -374,7 +376,9 @@ class ReplyRenderer:
             return True
         raise AssertionError("unreachable")
 
-    async def _final_turn(self, message: _Message | None, deadlines: _Deadlines, kind: Literal["edit", "post"]) -> bool:
+    async def _final_turn(
+        self, message: _Message | None, deadlines: _Deadlines, kind: Literal["edit", "post"]
+    ) -> bool:
         """Wait for this reply's interval, any Retry-After and a budget slot; False past the deadline.
 
         Time spent queued for the shared budget moves the deadlines: with many replies at once the
