@@ -15,7 +15,7 @@ from core.app import Core  # noqa: E402
 from core.config import Settings, load_settings  # noqa: E402
 from tests.fakes.openai_server import FakeOpenAI  # noqa: E402
 
-pytest_plugins = ["tests.fakes.openai_server"]
+pytest_plugins = ["tests.fakes.openai_server", "tests.slack_harness"]
 
 for _proxy in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "all_proxy"):
     os.environ.pop(_proxy, None)

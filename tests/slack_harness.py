@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import pytest
+import pytest_asyncio
 from aiohttp import web
 
 from bots.slack.adapter import SlackAdapter
@@ -219,3 +221,16 @@ async def _started(fake: FakeSlack) -> AsyncIterator[FakeSlack]:
         yield fake
     finally:
         await fake.close()
+
+
+@pytest.fixture
+def llm(fake_openai: FakeOpenAI) -> FakeOpenAI:
+    """The fake model, under the name the Slack tests use."""
+    return fake_openai
+
+
+@pytest_asyncio.fixture
+async def slack(tmp_path: Path, llm: FakeOpenAI) -> AsyncIterator[SlackHarness]:
+    """A started Slack adapter (HTTP mode) against a fresh fake Slack; files can override it."""
+    async with SlackHarness.running(tmp_path, llm=llm) as harness:
+        yield harness

@@ -3,32 +3,14 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator
-from pathlib import Path
-
-import pytest
-import pytest_asyncio
 
 from bots.slack.adapter import RESET_DONE
 from bots.slack.mrkdwn import unescape
 from bots.slack.surface import MAX_MESSAGE_BYTES
-from tests.fakes.openai_server import FakeOpenAI, StreamReply, clear_proxy_env
+from tests.fakes.openai_server import FakeOpenAI, StreamReply
 from tests.slack_harness import SlackHarness
 
 BOT = "<@UBOT>"
-
-
-@pytest_asyncio.fixture
-async def llm(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeOpenAI]:
-    clear_proxy_env(monkeypatch)
-    async with FakeOpenAI() as fake:
-        yield fake
-
-
-@pytest_asyncio.fixture
-async def slack(tmp_path: Path, llm: FakeOpenAI) -> AsyncIterator[SlackHarness]:
-    async with SlackHarness.running(tmp_path, llm=llm) as harness:
-        yield harness
 
 
 def _user_turns(llm: FakeOpenAI, index: int = -1) -> list[str]:

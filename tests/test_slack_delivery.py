@@ -13,23 +13,10 @@ import pytest_asyncio
 from sqlalchemy import func, select
 
 from core.storage.models import ProcessedEventRow
-from tests.fakes.openai_server import FakeOpenAI, StreamReply, clear_proxy_env
+from tests.fakes.openai_server import FakeOpenAI, StreamReply
 from tests.slack_harness import SlackHarness
 
 BOT = "<@UBOT>"
-
-
-@pytest_asyncio.fixture
-async def llm(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeOpenAI]:
-    clear_proxy_env(monkeypatch)
-    async with FakeOpenAI() as fake:
-        yield fake
-
-
-@pytest_asyncio.fixture
-async def slack(tmp_path: Path, llm: FakeOpenAI) -> AsyncIterator[SlackHarness]:
-    async with SlackHarness.running(tmp_path, llm=llm) as harness:
-        yield harness
 
 
 @pytest_asyncio.fixture

@@ -20,20 +20,13 @@ from core.scheduler import INTERRUPTED_NOTICE, Scheduler
 from core.storage.models import MessageRow
 from core.surface import Surface
 from core.types import Author, ConversationKey
-from tests.fakes.openai_server import FakeOpenAI, StreamReply, clear_proxy_env
+from tests.fakes.openai_server import FakeOpenAI, StreamReply
 from tests.fakes.slack_server import FakeSlack
 from tests.slack_harness import SlackHarness
 
 BOT = "<@UBOT>"
 ADMIN, MEMBER, LISTED = "U0ADMIN", "U0001", "U0LISTED"
 TEAM = "T0001"
-
-
-@pytest_asyncio.fixture
-async def llm(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeOpenAI]:
-    clear_proxy_env(monkeypatch)
-    async with FakeOpenAI() as fake:
-        yield fake
 
 
 @pytest_asyncio.fixture

@@ -13,19 +13,12 @@ from bots.slack.modals import CALLBACK_ID
 from core.personas.model import PERSONA_FIELDS, Persona
 from core.personas.service import PersonaSource
 from core.types import ConversationKey
-from tests.fakes.openai_server import FakeOpenAI, clear_proxy_env
+from tests.fakes.openai_server import FakeOpenAI
 from tests.fakes.slack_server import FakeSlack
 from tests.slack_harness import SlackHarness
 
 BOT = "<@UBOT>"
 ADMIN, OWNER, MEMBER, LISTED = "U0ADMIN", "U0OWNER", "U0001", "U0LISTED"
-
-
-@pytest_asyncio.fixture
-async def llm(monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[FakeOpenAI]:
-    clear_proxy_env(monkeypatch)
-    async with FakeOpenAI() as fake:
-        yield fake
 
 
 @pytest_asyncio.fixture
