@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.storage.database import Database
 from core.storage.models import ChannelSettingRow
+from core.storage.rows import get_or_create
 
 _FLAGS = ("follow_up_in_threads", "reply_in_thread", "allow_bots")
 
@@ -25,26 +25,15 @@ class ChannelSettings:
 async def get_or_create_setting(
     session: AsyncSession, platform: str, workspace: str, channel: str
 ) -> ChannelSettingRow:
-    where = (
-        ChannelSettingRow.platform == platform,
-        ChannelSettingRow.workspace == workspace,
-        ChannelSettingRow.channel == channel,
-    )
-    row = await session.scalar(select(ChannelSettingRow).where(*where))
-    if row is not None:
-        return row
     defaults = ChannelSettings()
-    row = ChannelSettingRow(platform=platform, workspace=workspace, channel=channel)
-    for flag in _FLAGS:
-        setattr(row, flag, getattr(defaults, flag))
-    try:
-        async with session.begin_nested():
-            session.add(row)
-    except IntegrityError:  # created concurrently by another replica
-        existing = await session.scalar(select(ChannelSettingRow).where(*where))
-        assert existing is not None
-        return existing
-    return row
+    return await get_or_create(
+        session,
+        ChannelSettingRow,
+        {flag: getattr(defaults, flag) for flag in _FLAGS},
+        platform=platform,
+        workspace=workspace,
+        channel=channel,
+    )
 
 
 class ChannelSettingsService:

@@ -8,11 +8,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.storage.database import Database
 from core.storage.models import ConversationRow, MessageRow, utcnow
+from core.storage.rows import get_or_create
 from core.types import ConversationKey
 
 # Statuses whose content belongs in the model's context.
@@ -31,26 +31,14 @@ class HistoryItem:
 
 
 async def get_or_create_conversation(session: AsyncSession, key: ConversationKey) -> ConversationRow:
-    where = (
-        ConversationRow.platform == key.platform,
-        ConversationRow.workspace == key.workspace,
-        ConversationRow.channel == key.channel,
-        ConversationRow.thread == key.thread,
+    return await get_or_create(
+        session,
+        ConversationRow,
+        platform=key.platform,
+        workspace=key.workspace,
+        channel=key.channel,
+        thread=key.thread,
     )
-    row = await session.scalar(select(ConversationRow).where(*where))
-    if row is not None:
-        return row
-    row = ConversationRow(
-        platform=key.platform, workspace=key.workspace, channel=key.channel, thread=key.thread
-    )
-    try:
-        async with session.begin_nested():
-            session.add(row)
-    except IntegrityError:  # another replica created it at the same moment
-        existing = await session.scalar(select(ConversationRow).where(*where))
-        assert existing is not None
-        return existing
-    return row
 
 
 class ConversationStore:
