@@ -20,7 +20,7 @@ from core.usage import Prices, Quotas, UsageService
 
 
 def llm_client(settings: Settings) -> LLMClient:
-    # Local servers (Ollama, vLLM, LM Studio) need no key, but the SDK insists on one.
+    # Local servers (Ollama, vLLM, LM Studio) need no key; api.openai.com does.
     api_key = settings.openai_api_key or ("not-needed" if settings.openai_base_url else None)
     return LLMClient(
         api_key=api_key,

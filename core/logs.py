@@ -75,10 +75,6 @@ def configure_logging(settings: Settings) -> None:
     # These libraries log request URLs and bodies at DEBUG (Discord webhook URLs carry interaction
     # tokens): they stay at WARNING whatever the level asked for.
     for noisy in (
-        "httpx",
-        "httpx2",
-        "httpcore",
-        "openai",
         "discord.gateway",
         "discord.http",
         "discord.webhook",

@@ -1,4 +1,4 @@
-"""The LLM client against the real AsyncOpenAI talking to FakeOpenAI over loopback HTTP."""
+"""The LLM client talking to FakeOpenAI (OpenAI's wire format) over loopback HTTP."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from contextlib import aclosing
 from datetime import UTC, datetime
 from typing import Any
 
+import aiohttp
 import pytest
-from openai import AsyncOpenAI
 
 from core.llm import (
     ChatRequest,
@@ -143,14 +143,21 @@ async def test_server_errors_give_up_after_bounded_attempts(fake_openai: FakeOpe
     assert len(fake_openai.requests) == FAST_RETRY.max_attempts
 
 
-async def test_the_sdk_clients_own_retries_are_turned_off(fake_openai: FakeOpenAI) -> None:
-    sdk = AsyncOpenAI(base_url=fake_openai.base_url, api_key="sk-test", max_retries=5)
-    client = LLMClient(api_key=None, base_url=None, client=sdk, retry=FAST_RETRY)
-    fake_openai.enqueue(*[ErrorReply.server_error()] * 10)
-    _, end = await run(client, ask())
-    assert failure(end).kind is ErrorKind.PROVIDER_DOWN
-    assert len(fake_openai.requests) == FAST_RETRY.max_attempts
-    await sdk.close()
+async def test_a_given_session_is_used_and_left_open(
+    fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("OPENAI_BASE_URL", fake_openai.base_url)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    async with aiohttp.ClientSession() as session:
+        client = LLMClient(api_key=None, base_url=None, session=session, retry=FAST_RETRY)
+        fake_openai.enqueue(*[ErrorReply.server_error()] * FAST_RETRY.max_attempts)
+        _, end = await run(client, ask())
+        assert failure(end).kind is ErrorKind.PROVIDER_DOWN
+        assert len(fake_openai.requests) == FAST_RETRY.max_attempts
+        await client.aclose()
+        assert not session.closed
+        text, _ = await run(client, ask("still open"))
+        assert text == "Echo: still open"
 
 
 async def test_retry_hint_beyond_the_first_token_deadline_gives_up_at_once(fake_openai: FakeOpenAI) -> None:

@@ -9,30 +9,28 @@ first token: once text was shown, a retry would show it twice.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from collections.abc import AsyncGenerator
-from typing import TypeVar, cast
+from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import openai
-from openai import AsyncOpenAI, AsyncStream, Omit, omit
-from openai.types.chat import ChatCompletionChunk, ChatCompletionMessageParam
+import aiohttp
 
 from core.llm.errors import ErrorKind, LLMError, classify, rejects_stream_options
+from core.llm.failures import ProviderFailure, ProviderStatusError, ProviderUnreachable
 from core.llm.retry import backoff_delay, retry_after_seconds
 from core.llm.state import StreamState, seconds
 from core.llm.types import ChatRequest, LLMTimeouts, RetryPolicy, StreamEnd, StreamEvent, TextDelta
+from core.llm.wire import ChunkStream, MissingAPIKey, OpenAIWire
 
 logger = logging.getLogger("threadline.llm")
 
-PROVIDER_FAILURES = (openai.APIError, json.JSONDecodeError)
 MODELS_PREVIEW = 5
 DEFAULT_TIMEOUTS = LLMTimeouts()
 DEFAULT_RETRY = RetryPolicy()
-
-T = TypeVar("T")
-ChunkStream = AsyncStream[ChatCompletionChunk]
+# Once text flows, the socket is read at most this often: far below what a person notices, and far
+# fewer wake-ups than one per chunk (each costs about as much CPU as handling the chunk).
+READ_COALESCING_SECONDS = 0.2
 
 
 class LLMClient:
@@ -43,21 +41,20 @@ class LLMClient:
         base_url: str | None,
         timeouts: LLMTimeouts = DEFAULT_TIMEOUTS,
         retry: RetryPolicy = DEFAULT_RETRY,
-        client: AsyncOpenAI | None = None,
+        session: aiohttp.ClientSession | None = None,
     ) -> None:
-        """`api_key` / `base_url` of None fall back to OPENAI_API_KEY / OPENAI_BASE_URL, as in the SDK.
+        """`api_key` / `base_url` of None fall back to OPENAI_API_KEY / OPENAI_BASE_URL.
 
-        A given `client` is used with the SDK's own retries turned off (they are done here) and is
-        not closed by `aclose()`.
+        A given `session` is used for the requests and is not closed by `aclose()`.
         """
         self._timeouts = timeouts
         self._retry = retry
-        self._owns_client = client is None
-        if client is None:
-            self._client = _sdk_client(api_key, base_url, timeouts)
-        else:
-            self._client = client.with_options(max_retries=0)
-        self.endpoint = _display_url(str(self._client.base_url))
+        try:
+            self._wire = OpenAIWire(api_key=api_key, base_url=base_url, session=session)
+        except MissingAPIKey:
+            summary = "No API key is configured: set OPENAI_API_KEY (local servers accept any value)."
+            raise LLMError(ErrorKind.AUTH, summary) from None
+        self.endpoint = _display_url(self._wire.base_url)
         self._without_stream_options: set[tuple[str, str]] = set()
 
     async def __aenter__(self) -> LLMClient:
@@ -67,8 +64,7 @@ class LLMClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        if self._owns_client:
-            await self._client.close()
+        await self._wire.aclose()
 
     def stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
         """Stream one reply. Close the iterator (e.g. `contextlib.aclosing`) to stop it early."""
@@ -79,7 +75,7 @@ class LLMClient:
         scope = asyncio.timeout(self._timeouts.first_token)
         try:
             async with scope:
-                page = await self._client.models.list()
+                names = sorted(await self._wire.list_models())
         except TimeoutError:
             if not scope.expired():
                 raise
@@ -87,11 +83,10 @@ class LLMClient:
             error = LLMError(ErrorKind.TIMEOUT, f"{self.endpoint} did not answer within {limit}.")
             self._log(error, "listing models timed out")
             raise error from None
-        except PROVIDER_FAILURES as exc:
+        except ProviderFailure as exc:
             error = self._models_error(exc)
             self._log(error, "listing models failed", exc)
             raise error from None
-        names = sorted(model.id for model in page.data)
         preview = ", ".join(names[:MODELS_PREVIEW]) + (", …" if len(names) > MODELS_PREVIEW else "")
         return f"{self.endpoint} answered: {len(names)} models available" + (f" ({preview})" if names else "")
 
@@ -100,18 +95,21 @@ class LLMClient:
         state = StreamState(request, self._timeouts, loop.time())
         opened = await self._open(request, state)
         if isinstance(opened, StreamEnd):
+            logger.debug("%s stream from %s ended: %s", request.model, self.endpoint, opened.outcome.value)
             yield opened
             return
         stream, first_text = opened
         end: StreamEnd | None = None
         try:
             yield TextDelta(first_text)
+            stream.coalesce_reads(READ_COALESCING_SECONDS)
             while end is None:
                 text, end = await self._next_text(stream, state)
                 if text:
                     yield TextDelta(text)
         finally:
-            await stream.close()
+            stream.close()
+        logger.debug("%s stream from %s ended: %s", request.model, self.endpoint, end.outcome.value)
         yield end
 
     async def _open(self, request: ChatRequest, state: StreamState) -> tuple[ChunkStream, str] | StreamEnd:
@@ -131,8 +129,8 @@ class LLMClient:
                 end = state.timed_out(timeout_outcome)
                 self._log(end.error, f"no first token after {failures + 1} attempt(s)")
                 return end
-            except PROVIDER_FAILURES as exc:
-                if include_usage and isinstance(exc, openai.APIError) and rejects_stream_options(exc):
+            except ProviderFailure as exc:
+                if include_usage and isinstance(exc, ProviderStatusError) and rejects_stream_options(exc):
                     logger.info("%s rejects stream_options; retrying without usage reporting", self.endpoint)
                     include_usage = False
                     continue
@@ -153,19 +151,19 @@ class LLMClient:
     ) -> tuple[ChunkStream, str | None]:
         """One request, read up to its first content delta; the stream is closed unless returned open."""
         state.begin_attempt()
-        stream = await self._create(request, include_usage)
+        stream = await self._wire.stream_completion(_body(request, include_usage))
         try:
             first_text = await self._first_text(stream, state)
         except BaseException:
-            await stream.close()
+            stream.close()
             raise
         if first_text is None:
-            await stream.close()
+            stream.close()
         return stream, first_text
 
     async def _first_text(self, stream: ChunkStream, state: StreamState) -> str | None:
         loop = asyncio.get_running_loop()
-        while (chunk := await anext(stream, None)) is not None:
+        while (chunk := await stream.next_chunk()) is not None:
             text = state.absorb(chunk, loop.time())
             if text:
                 return text
@@ -177,14 +175,14 @@ class LLMClient:
         scope = asyncio.timeout_at(deadline)
         try:
             async with scope:
-                chunk = await anext(stream, None)
+                chunk = await stream.next_chunk()
         except TimeoutError:
             if not scope.expired():
                 raise
             end = state.timed_out(timeout_outcome)
             self._log(end.error, "stream timed out after text was shown")
             return "", end
-        except PROVIDER_FAILURES as exc:
+        except ProviderFailure as exc:
             error = self._mid_reply_error(exc, state.request.model)
             end = state.broken(error, connection_dropped=_dropped(exc))
             self._log(end.error, "stream broke after text was shown", exc)
@@ -193,21 +191,7 @@ class LLMClient:
             return "", state.finished()
         return state.absorb(chunk, asyncio.get_running_loop().time()), None
 
-    async def _create(self, request: ChatRequest, include_usage: bool) -> ChunkStream:
-        return await self._client.chat.completions.create(
-            model=request.model,
-            messages=cast("list[ChatCompletionMessageParam]", request.messages),
-            stream=True,
-            stream_options={"include_usage": True} if include_usage else omit,
-            temperature=_given(request.temperature),
-            top_p=_given(request.top_p),
-            max_tokens=_given(request.max_tokens),
-            response_format={"type": "json_object"} if request.json_mode else omit,
-        )
-
-    def _after_failure(
-        self, exc: openai.APIError | json.JSONDecodeError, failures: int, state: StreamState
-    ) -> StreamEnd | float:
+    def _after_failure(self, exc: ProviderFailure, failures: int, state: StreamState) -> StreamEnd | float:
         """The failed stream's end, or how long to wait before trying again."""
         model = state.request.model
         error = classify(exc, model=model, endpoint=self.endpoint, attempts=failures)
@@ -226,12 +210,12 @@ class LLMClient:
         return delay
 
     def _retry_delay(
-        self, error: LLMError, exc: openai.APIError | json.JSONDecodeError, failures: int, state: StreamState
+        self, error: LLMError, exc: ProviderFailure, failures: int, state: StreamState
     ) -> float | None:
         """Seconds to wait before the next attempt, or None to give up now."""
         if not error.retryable or failures >= self._retry.max_attempts:
             return None
-        hint = retry_after_seconds(exc.response.headers) if isinstance(exc, openai.APIStatusError) else None
+        hint = retry_after_seconds(exc.headers) if isinstance(exc, ProviderStatusError) else None
         delay = backoff_delay(self._retry, failures, hint)
         resume_at = asyncio.get_running_loop().time() + delay
         deadline, _ = state.deadline_before_text()
@@ -239,14 +223,14 @@ class LLMClient:
             return None
         return delay
 
-    def _mid_reply_error(self, exc: openai.APIError | json.JSONDecodeError, model: str) -> LLMError:
+    def _mid_reply_error(self, exc: ProviderFailure, model: str) -> LLMError:
         if _dropped(exc):
             summary = f"The connection to the model provider at {self.endpoint} dropped mid-reply."
             return LLMError(ErrorKind.PROVIDER_DOWN, summary)
         return classify(exc, model=model, endpoint=self.endpoint)
 
-    def _models_error(self, exc: openai.APIError | json.JSONDecodeError) -> LLMError:
-        if isinstance(exc, openai.APIStatusError) and exc.status_code == 404:
+    def _models_error(self, exc: ProviderFailure) -> LLMError:
+        if isinstance(exc, ProviderStatusError) and exc.status == 404:
             summary = f"{self.endpoint} has no /models route; check OPENAI_BASE_URL (it usually ends in /v1)."
             return LLMError(ErrorKind.BAD_REQUEST, summary, status=404)
         return classify(exc, model="", endpoint=self.endpoint)
@@ -266,24 +250,24 @@ class LLMClient:
         )
 
     def _redact(self, text: str) -> str:
-        key = self._client.api_key
+        key = self._wire.api_key
         return text.replace(key, "[redacted]") if key else text
 
 
-def _sdk_client(api_key: str | None, base_url: str | None, timeouts: LLMTimeouts) -> AsyncOpenAI:
-    try:
-        return AsyncOpenAI(api_key=api_key, base_url=base_url, max_retries=0, timeout=timeouts.total)
-    except openai.OpenAIError:
-        summary = "No API key is configured: set OPENAI_API_KEY (local servers accept any value)."
-        raise LLMError(ErrorKind.AUTH, summary) from None
+def _body(request: ChatRequest, include_usage: bool) -> dict[str, Any]:
+    """The JSON of a streamed chat completion; parameters left unset are not sent."""
+    body: dict[str, Any] = {"model": request.model, "messages": request.messages, "stream": True}
+    if include_usage:
+        body["stream_options"] = {"include_usage": True}
+    optional = {"temperature": request.temperature, "top_p": request.top_p, "max_tokens": request.max_tokens}
+    body.update((name, value) for name, value in optional.items() if value is not None)
+    if request.json_mode:
+        body["response_format"] = {"type": "json_object"}
+    return body
 
 
 def _dropped(exc: BaseException) -> bool:
-    return isinstance(exc, openai.APIConnectionError) and not isinstance(exc, openai.APITimeoutError)
-
-
-def _given(value: T | None) -> T | Omit:
-    return omit if value is None else value
+    return isinstance(exc, ProviderUnreachable) and exc.dropped
 
 
 def _display_url(url: str) -> str:

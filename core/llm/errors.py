@@ -6,11 +6,16 @@ never the wording of the provider's message, which differs between providers and
 
 from __future__ import annotations
 
-import json
 import secrets
 from enum import StrEnum
 
-import openai
+from core.llm.failures import (
+    MalformedResponse,
+    ProviderFailure,
+    ProviderStatusError,
+    ProviderTimedOut,
+    ProviderUnreachable,
+)
 
 CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"
 INSUFFICIENT_QUOTA = "insufficient_quota"
@@ -58,19 +63,17 @@ class LLMError(Exception):
         return f"LLMError(kind={self.kind.value!r}, status={self.status}, error_id={self.error_id!r})"
 
 
-ProviderFailure = openai.APIError | json.JSONDecodeError
-"""What a request or a stream raises when the provider misbehaves (as opposed to a bug here)."""
-
-
 def classify(exc: ProviderFailure, *, model: str, endpoint: str, attempts: int = 1) -> LLMError:
-    """Turn an SDK exception into an LLMError with a human summary."""
-    if isinstance(exc, json.JSONDecodeError):
+    """Turn a provider failure into an LLMError with a human summary."""
+    if isinstance(exc, MalformedResponse):
         return LLMError(ErrorKind.PROVIDER_DOWN, "The model provider sent a malformed response.")
-    if isinstance(exc, openai.APITimeoutError):
+    if isinstance(exc, ProviderTimedOut):
         return LLMError(ErrorKind.TIMEOUT, f"The request to {endpoint} timed out.", retryable=True)
-    if isinstance(exc, openai.APIConnectionError):
+    if isinstance(exc, ProviderUnreachable):
         summary = f"Could not reach the model provider at {endpoint}{_after(attempts)}."
         return LLMError(ErrorKind.PROVIDER_DOWN, summary, retryable=True)
+    if not isinstance(exc, ProviderStatusError):
+        return LLMError(ErrorKind.PROVIDER_DOWN, "The model provider failed in an unexpected way.")
     status = _status(exc)
     error = _classify_status(exc, status, model=model, endpoint=endpoint, attempts=attempts)
     override = _should_retry_header(exc)
@@ -79,7 +82,7 @@ def classify(exc: ProviderFailure, *, model: str, endpoint: str, attempts: int =
     return error
 
 
-def rejects_stream_options(exc: openai.APIError) -> bool:
+def rejects_stream_options(exc: ProviderStatusError) -> bool:
     """A 400/422 that names `stream_options`, or says a parameter is unsupported without naming one."""
     if _status(exc) not in (400, 422):
         return False
@@ -89,17 +92,17 @@ def rejects_stream_options(exc: openai.APIError) -> bool:
     return not param and exc.code in UNSUPPORTED_PARAMETER_CODES
 
 
-def _status(exc: openai.APIError) -> int | None:
+def _status(exc: ProviderStatusError) -> int | None:
     """The HTTP status, or for an error sent inside a stream a numeric `code` (as some gateways do)."""
-    if isinstance(exc, openai.APIStatusError):
-        return exc.status_code
+    if exc.status is not None:
+        return exc.status
     if exc.code is not None and exc.code.isdigit():
         return int(exc.code)
     return None
 
 
 def _classify_status(
-    exc: openai.APIError, status: int | None, *, model: str, endpoint: str, attempts: int
+    exc: ProviderStatusError, status: int | None, *, model: str, endpoint: str, attempts: int
 ) -> LLMError:
     code = exc.code
     if code == CONTEXT_LENGTH_EXCEEDED:
@@ -128,11 +131,9 @@ def _classify_status(
     return LLMError(ErrorKind.BAD_REQUEST, summary, status=status)
 
 
-def _should_retry_header(exc: openai.APIError) -> bool | None:
-    """OpenAI's `x-should-retry` header overrides the status-based decision, as in the SDK."""
-    if not isinstance(exc, openai.APIStatusError):
-        return None
-    value = exc.response.headers.get("x-should-retry")
+def _should_retry_header(exc: ProviderStatusError) -> bool | None:
+    """OpenAI's `x-should-retry` header overrides the status-based decision (as in OpenAI's SDKs)."""
+    value = exc.headers.get("x-should-retry")
     if value == "true":
         return True
     if value == "false":
@@ -140,10 +141,8 @@ def _should_retry_header(exc: openai.APIError) -> bool | None:
     return None
 
 
-def _provider_message(exc: openai.APIError) -> str:
-    body = exc.body
-    message = body.get("message") if isinstance(body, dict) else None
-    text = " ".join((message if isinstance(message, str) and message else exc.message).split())
+def _provider_message(exc: ProviderStatusError) -> str:
+    text = " ".join(exc.message.split())
     if len(text) > PROVIDER_MESSAGE_LIMIT:
         text = text[: PROVIDER_MESSAGE_LIMIT - 1] + "…"
     return text

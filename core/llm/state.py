@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from openai.types.chat import ChatCompletionChunk
+from typing import Any
 
 from core.llm.errors import ErrorKind, LLMError
 from core.llm.types import ChatRequest, LLMTimeouts, Outcome, StreamEnd, Usage
@@ -44,19 +44,29 @@ class StreamState:
             return self._total_deadline, Outcome.TIMEOUT_TOTAL
         return gap_deadline, Outcome.TIMEOUT_BETWEEN_TOKENS
 
-    def absorb(self, chunk: ChatCompletionChunk, now: float) -> str:
-        """Record what `chunk` says and return its content text ("" when it carries none)."""
-        if chunk.model and self.model is None:
-            self.model = chunk.model
-        if chunk.usage is not None:
-            self.usage = Usage(chunk.usage.prompt_tokens, chunk.usage.completion_tokens)
-        if not chunk.choices:
+    def absorb(self, chunk: dict[str, Any], now: float) -> str:
+        """Record what `chunk` says and return its content text ("" when it carries none).
+
+        Providers are lenient in what they send: null or empty `choices`, a null delta, non-string
+        content, usage only in the last chunk; anything unexpected is ignored rather than trusted.
+        """
+        model = chunk.get("model")
+        if self.model is None and isinstance(model, str) and model:
+            self.model = model
+        usage = chunk.get("usage")
+        if isinstance(usage, dict):
+            prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
+            if isinstance(prompt, int) and isinstance(completion, int):
+                self.usage = Usage(prompt, completion)
+        choices = chunk.get("choices")
+        if not choices or not isinstance(choices, list) or not isinstance(choices[0], dict):
             return ""
-        choice = chunk.choices[0]
-        if choice.finish_reason:
-            self.finish_reason = choice.finish_reason
-        # Lenient providers send a null delta or non-string content; the SDK does not validate.
-        content = getattr(getattr(choice, "delta", None), "content", None)
+        choice = choices[0]
+        finish_reason = choice.get("finish_reason")
+        if finish_reason and isinstance(finish_reason, str):
+            self.finish_reason = finish_reason
+        delta = choice.get("delta")
+        content = delta.get("content") if isinstance(delta, dict) else None
         if not isinstance(content, str) or not content:
             return ""
         self.text_started = True

@@ -1,0 +1,244 @@
+"""The OpenAI-compatible HTTP API on aiohttp: one streamed chat completion, and the model list.
+
+Chunks come back as the plain dicts of the API's JSON. Parsing them with `json.loads` instead of the
+openai SDK's typed models (over httpx) costs a fraction of the CPU per chunk, which dominates a
+bot's own cost: see bench/README.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+from collections import deque
+from typing import Any
+
+import aiohttp
+
+from core.llm.failures import (
+    MalformedResponse,
+    ProviderFailure,
+    ProviderStatusError,
+    ProviderTimedOut,
+    ProviderUnreachable,
+    status_error,
+)
+from core.llm.sse import ServerEvent, SSEDecoder
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+ERROR_BODY_LIMIT = 64 * 1024
+USER_AGENT = "threadline"
+DONE = b"[DONE]"
+
+Chunk = dict[str, Any]
+
+
+class MissingAPIKey(Exception):
+    """Neither the caller nor OPENAI_API_KEY gave a key."""
+
+
+class ChunkStream:
+    """The chunks of one streamed completion, read as they arrive. Always `close()` it."""
+
+    def __init__(self, response: aiohttp.ClientResponse) -> None:
+        self._response = response
+        self._decoder = SSEDecoder()
+        self._pending: deque[ServerEvent] = deque()
+        self._ended = False
+        self._read_interval = 0.0
+        self._last_read = 0.0
+
+    def coalesce_reads(self, interval: float) -> None:
+        """From now on, read the socket at most once per `interval` seconds.
+
+        Chunks arrive every few milliseconds, and waking up for each costs more CPU than handling it;
+        reading what accumulated in the socket every `interval` lets one wake-up serve many chunks.
+        """
+        self._read_interval = interval
+        self._last_read = asyncio.get_running_loop().time()
+
+    async def next_chunk(self) -> Chunk | None:
+        """The next chunk, or None once the stream ended (`[DONE]` or the end of the body)."""
+        while not self._pending:
+            if self._ended:
+                return None
+            await self._read()
+        return self._parse(self._pending.popleft())
+
+    def close(self) -> None:
+        self._ended = True
+        self._response.close()
+
+    async def _read(self) -> None:
+        if self._read_interval:
+            await self._hold_reads()
+        try:
+            data = await self._response.content.readany()
+        except aiohttp.ServerTimeoutError as exc:
+            raise ProviderTimedOut(str(exc) or "read timed out") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise ProviderUnreachable(repr(exc), dropped=True) from exc
+        if data:
+            self._pending.extend(self._decoder.feed(data))
+        else:
+            self._pending.extend(self._decoder.close())
+            self._ended = True
+
+    async def _hold_reads(self) -> None:
+        loop = asyncio.get_running_loop()
+        wait = self._last_read + self._read_interval - loop.time()
+        connection = self._response.connection
+        transport = connection.transport if connection is not None else None
+        idle = transport is not None and transport.is_reading() and not self._response.content.is_eof()
+        if wait > 0 and transport is not None and idle:
+            transport.pause_reading()
+            try:
+                await asyncio.sleep(wait)
+            finally:
+                if not transport.is_closing():
+                    transport.resume_reading()
+        self._last_read = loop.time()
+
+    def _parse(self, event: ServerEvent) -> Chunk | None:
+        if event.data == DONE:
+            self._ended = True
+            self._pending.clear()
+            return None
+        try:
+            chunk = json.loads(event.data)
+        except ValueError as exc:
+            raise MalformedResponse(f"invalid JSON in the stream: {exc}") from None
+        if not isinstance(chunk, dict):
+            raise MalformedResponse("a stream event is not a JSON object")
+        if event.event == b"error" or chunk.get("error") is not None:
+            raise status_error(None, chunk, fallback="An error occurred during streaming")
+        return chunk
+
+
+class OpenAIWire:
+    """Requests to one endpoint; owns its connection pool unless handed a session."""
+
+    def __init__(
+        self, *, api_key: str | None, base_url: str | None, session: aiohttp.ClientSession | None = None
+    ) -> None:
+        """`api_key` / `base_url` of None fall back to OPENAI_API_KEY / OPENAI_BASE_URL."""
+        key = api_key if api_key is not None else os.environ.get("OPENAI_API_KEY")
+        if not key:
+            raise MissingAPIKey
+        self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
+        self.api_key = key
+        self._headers = _headers(key)
+        self._session = session
+        self._owns_session = session is None
+
+    async def aclose(self) -> None:
+        if self._owns_session and self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def stream_completion(self, body: dict[str, Any]) -> ChunkStream:
+        """POST /chat/completions with `stream: true`; the open stream, or a ProviderFailure."""
+        response = await self._request("POST", "/chat/completions", body)
+        if response.content_type == "application/json":
+            return _whole_completion(response, await self._json(response))
+        return ChunkStream(response)
+
+    async def list_models(self) -> list[str]:
+        response = await self._request("GET", "/models", None)
+        page = await self._json(response)
+        data = page.get("data") if isinstance(page, dict) else None
+        if not isinstance(data, list):
+            raise MalformedResponse("the model list has no `data` array")
+        return [str(item["id"]) for item in data if isinstance(item, dict) and "id" in item]
+
+    async def _request(self, method: str, path: str, body: dict[str, Any] | None) -> aiohttp.ClientResponse:
+        payload = None if body is None else json.dumps(body, ensure_ascii=False).encode()
+        try:
+            response = await self._pool().request(
+                method, self.base_url + path, data=payload, headers=self._headers
+            )
+        except aiohttp.ServerTimeoutError as exc:
+            raise ProviderTimedOut(str(exc) or "connection timed out") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise ProviderUnreachable(repr(exc)) from exc
+        if response.status >= 400:
+            raise await self._error(response)
+        return response
+
+    async def _error(self, response: aiohttp.ClientResponse) -> ProviderStatusError:
+        try:
+            raw = await response.content.read(ERROR_BODY_LIMIT)
+        except (aiohttp.ClientError, OSError):
+            raw = b""
+        finally:
+            response.close()
+        text = raw.decode("utf-8", "replace")
+        try:
+            body: object = json.loads(text)
+        except ValueError:
+            body = None
+        return status_error(response.status, body, response.headers, fallback=" ".join(text.split())[:500])
+
+    async def _json(self, response: aiohttp.ClientResponse) -> Any:
+        try:
+            return json.loads(await response.read())
+        except ValueError as exc:
+            raise MalformedResponse(f"invalid JSON: {exc}") from None
+        except aiohttp.ServerTimeoutError as exc:
+            raise ProviderTimedOut(str(exc) or "read timed out") from exc
+        except (aiohttp.ClientError, OSError) as exc:
+            raise ProviderUnreachable(repr(exc), dropped=True) from exc
+        finally:
+            response.close()
+
+    def _pool(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            # No pool limit: each streaming reply holds a connection for its whole length.
+            connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+            self._session = aiohttp.ClientSession(
+                connector=connector, trust_env=True, timeout=aiohttp.ClientTimeout(total=None)
+            )
+        return self._session
+
+
+class _WholeStream(ChunkStream):
+    """A provider that ignored `stream: true` and sent one JSON completion: served as one chunk."""
+
+    def __init__(self, response: aiohttp.ClientResponse, chunk: Chunk) -> None:
+        super().__init__(response)
+        self._chunk: Chunk | None = chunk
+
+    async def next_chunk(self) -> Chunk | None:
+        chunk, self._chunk = self._chunk, None
+        return chunk
+
+
+def _whole_completion(response: aiohttp.ClientResponse, completion: object) -> ChunkStream:
+    if not isinstance(completion, dict):
+        raise MalformedResponse("the completion is not a JSON object")
+    choices = []
+    for choice in completion.get("choices") or []:
+        if isinstance(choice, dict):
+            delta = choice.get("message") if isinstance(choice.get("message"), dict) else {}
+            choices.append({"delta": delta, "finish_reason": choice.get("finish_reason")})
+    chunk = {"model": completion.get("model"), "choices": choices, "usage": completion.get("usage")}
+    return _WholeStream(response, chunk)
+
+
+def _headers(api_key: str) -> dict[str, str]:
+    headers = {
+        "Authorization": f"Bearer {api_key}",
+        "Content-Type": "application/json",
+        "Accept": "text/event-stream, application/json",
+        "User-Agent": USER_AGENT,
+    }
+    organization = os.environ.get("OPENAI_ORG_ID")
+    project = os.environ.get("OPENAI_PROJECT_ID")
+    if organization:
+        headers["OpenAI-Organization"] = organization
+    if project:
+        headers["OpenAI-Project"] = project
+    return headers
+
+
+__all__ = ["ChunkStream", "MissingAPIKey", "OpenAIWire", "ProviderFailure"]
