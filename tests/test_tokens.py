@@ -26,6 +26,7 @@ from core.tokens import (
     count_tokens,
     encoding_name_for_model,
     get_encoding,
+    message_token_bound,
 )
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -182,3 +183,19 @@ def test_counting_works_with_the_network_broken(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["2", "2"]
     assert list(cache.iterdir()) == []
+
+
+@pytest.mark.parametrize("model", ["gpt-4o-mini", "gpt-4", "llama3.1:8b"])
+def test_the_free_bound_is_never_below_the_exact_count(model: str) -> None:
+    texts = [
+        "",
+        "a",
+        "hello world " * 50,
+        "日本語のテキスト🌍" * 20,
+        "<|endoftext|> x\n\n\t",
+        "🏳️‍🌈" * 30,
+        "x" * 5000,
+    ]
+    for text in texts:
+        for name in (None, "Ada"):
+            assert message_token_bound("user", text, name) >= count_message_tokens("user", text, model, name)
