@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Update, func, select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.storage.database import Database
@@ -45,13 +45,23 @@ class ConversationStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def open(self, key: ConversationKey) -> tuple[int, int]:
-        """The conversation's id and history start, creating it when new."""
+    async def open(
+        self, key: ConversationKey, take_lease: Callable[[int], Update] | None = None
+    ) -> tuple[int, int, bool]:
+        """The conversation's id and history start, creating it when new, and whether the lease
+        statement `take_lease(id)` (run in the same transaction) took the conversation's lease."""
         async with self._db.transaction() as session:
             row = await get_or_create_conversation(session, key)
             row.last_active_at = utcnow()
             await session.flush()
-            return row.id, row.history_start_id
+            taken = False
+            if take_lease is not None:
+                # Not evaluated against the loaded row: SQLite hands back naive datetimes.
+                result = await session.execute(
+                    take_lease(row.id), execution_options={"synchronize_session": False}
+                )
+                taken = bool(getattr(result, "rowcount", 0))
+            return row.id, row.history_start_id, taken
 
     async def exists(self, key: ConversationKey) -> bool:
         async with self._db.session() as session:

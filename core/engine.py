@@ -213,8 +213,11 @@ class Engine:
                 persona.max_tokens,
             ),
         )
-        run.conversation_id, run.history_start = await self._conversations.open(turn.key)
-        async with self._leases.hold(run.conversation_id):
+        owner = self._leases.new_owner()
+        run.conversation_id, run.history_start, taken = await self._conversations.open(
+            turn.key, lambda conversation_id: self._leases.take(conversation_id, owner)
+        )
+        async with self._leases.hold(run.conversation_id, owner=owner, taken=taken):
             refusal = await self._refusal(run)
             if refusal is not None:
                 return await self._refuse(run, refusal)

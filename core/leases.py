@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import or_, update
+from sqlalchemy import Update, or_, update
 
 from core.storage.database import Database
 from core.storage.models import ConversationRow
@@ -41,10 +41,37 @@ class ConversationLeases:
         self._lease = lease_seconds
         self._now = now
 
+    @staticmethod
+    def new_owner() -> str:
+        return secrets.token_hex(8)
+
+    def take(self, conversation_id: int, owner: str) -> Update:
+        """The statement that takes the lease when it is free, expired or already `owner`'s.
+
+        Run it in a transaction of your own to save one (its rowcount says whether it worked).
+        """
+        now = self._now()
+        return (
+            update(ConversationRow)
+            .where(
+                ConversationRow.id == conversation_id,
+                or_(
+                    ConversationRow.lease_owner.is_(None),
+                    ConversationRow.lease_expires_at < now,
+                    ConversationRow.lease_owner == owner,
+                ),
+            )
+            .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=self._lease))
+        )
+
     @asynccontextmanager
-    async def hold(self, conversation_id: int, wait: float = 600.0) -> AsyncIterator[None]:
-        owner = secrets.token_hex(8)
-        await self._acquire(conversation_id, owner, wait)
+    async def hold(
+        self, conversation_id: int, wait: float = 600.0, *, owner: str | None = None, taken: bool = False
+    ) -> AsyncIterator[None]:
+        """Hold the lease while the block runs; `taken`: `owner` already took it with `take()`."""
+        owner = owner or self.new_owner()
+        if not taken:
+            await self._acquire(conversation_id, owner, wait)
         renewer = asyncio.create_task(self._renew(conversation_id, owner))
         try:
             yield
@@ -55,20 +82,8 @@ class ConversationLeases:
             await self._release(conversation_id, owner)
 
     async def _try(self, conversation_id: int, owner: str) -> bool:
-        now = self._now()
         async with self._db.transaction() as session:
-            result = await session.execute(
-                update(ConversationRow)
-                .where(
-                    ConversationRow.id == conversation_id,
-                    or_(
-                        ConversationRow.lease_owner.is_(None),
-                        ConversationRow.lease_expires_at < now,
-                        ConversationRow.lease_owner == owner,
-                    ),
-                )
-                .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=self._lease))
-            )
+            result = await session.execute(self.take(conversation_id, owner))
             return bool(getattr(result, "rowcount", 0))
 
     async def _acquire(self, conversation_id: int, owner: str, wait: float) -> None:
