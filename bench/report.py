@@ -189,7 +189,7 @@ def render(results: dict[str, Any]) -> str:
     if concurrency:
         parts.append(
             "\nConcurrency (conversations started at once over 10 channels; one fresh bot per row; a reply "
-            "not exact within 45 s counts as never)\n"
+            "not exact within 90 s counts as never)\n"
         )
         rows = []
         for row in concurrency:

@@ -22,7 +22,7 @@ STREAM_SECONDS = 0.02 * 150  # one answer streams for about this long
 SLACK_SPACING = 2.6  # s between overhead samples on Slack: the workspace's chat.update budget refills
 DISCORD_SPACING = 0.3
 # Seconds a concurrency row waits for its replies; a text not exact by then counts as not exact.
-SETTLE_LIMIT = 45.0
+SETTLE_LIMIT = 90.0  # Slack: 50 final texts alone need ≥ 48 s of chat.update budget (50/min, burst 10)
 
 
 @dataclass
