@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import case, delete, literal, select, union_all, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -26,6 +26,14 @@ class PersonaSource(StrEnum):
     CHANNEL = "channel"
     WORKSPACE = "workspace"
     DEFAULT = "default"
+
+
+_SOURCE_BY_RANK = {
+    0: PersonaSource.THREAD,
+    1: PersonaSource.CHANNEL,
+    2: PersonaSource.WORKSPACE,
+    3: PersonaSource.DEFAULT,
+}
 
 
 class UnknownPersona(LookupError):
@@ -141,39 +149,39 @@ class PersonaService:
             await session.execute(delete(PersonaRow).where(PersonaRow.id == row.id))
 
     async def resolve(self, key: ConversationKey) -> ResolvedPersona:
+        """One query: every candidate of the resolution order, the first one wins."""
+        thread = select(literal(0).label("rank"), ConversationRow.persona_id.label("persona_id")).where(
+            ConversationRow.platform == key.platform,
+            ConversationRow.workspace == key.workspace,
+            ConversationRow.channel == key.channel,
+            ConversationRow.thread == key.thread,
+            ConversationRow.persona_id.is_not(None),
+        )
+        scoped = select(
+            case((ChannelSettingRow.channel == WORKSPACE_SCOPE, 2), else_=1).label("rank"),
+            ChannelSettingRow.persona_id.label("persona_id"),
+        ).where(
+            ChannelSettingRow.platform == key.platform,
+            ChannelSettingRow.workspace == key.workspace,
+            ChannelSettingRow.channel.in_([key.channel, WORKSPACE_SCOPE]),
+            ChannelSettingRow.persona_id.is_not(None),
+        )
+        default = select(literal(3).label("rank"), PersonaRow.id.label("persona_id")).where(
+            PersonaRow.name == DEFAULT_PERSONA_NAME
+        )
+        candidates = union_all(thread, scoped, default).subquery()
+        query = (
+            select(PersonaRow, candidates.c.rank)
+            .join(candidates, candidates.c.persona_id == PersonaRow.id)
+            .order_by(candidates.c.rank)
+            .limit(1)
+        )
         async with self._db.session() as session:
-            thread = await session.scalar(
-                select(PersonaRow)
-                .join(ConversationRow, ConversationRow.persona_id == PersonaRow.id)
-                .where(
-                    ConversationRow.platform == key.platform,
-                    ConversationRow.workspace == key.workspace,
-                    ConversationRow.channel == key.channel,
-                    ConversationRow.thread == key.thread,
-                )
-            )
-            if thread is not None:
-                return ResolvedPersona(row_to_persona(thread), PersonaSource.THREAD)
-            rows = (
-                await session.execute(
-                    select(ChannelSettingRow.channel, PersonaRow)
-                    .join(PersonaRow, ChannelSettingRow.persona_id == PersonaRow.id)
-                    .where(
-                        ChannelSettingRow.platform == key.platform,
-                        ChannelSettingRow.workspace == key.workspace,
-                        ChannelSettingRow.channel.in_([key.channel, WORKSPACE_SCOPE]),
-                    )
-                )
-            ).all()
-            by_scope = {channel: row for channel, row in rows}
-            if key.channel in by_scope and key.channel != WORKSPACE_SCOPE:
-                return ResolvedPersona(row_to_persona(by_scope[key.channel]), PersonaSource.CHANNEL)
-            if WORKSPACE_SCOPE in by_scope:
-                return ResolvedPersona(row_to_persona(by_scope[WORKSPACE_SCOPE]), PersonaSource.WORKSPACE)
-            default = await self._row(session, DEFAULT_PERSONA_NAME)
-        if default is None:  # deleted from the database by hand: fall back to the built-in
+            found = (await session.execute(query)).first()
+        if found is None:  # the default was deleted from the database by hand: the built-in one
             return ResolvedPersona(builtin_personas(self._default_model)[0], PersonaSource.DEFAULT)
-        return ResolvedPersona(row_to_persona(default), PersonaSource.DEFAULT)
+        row, rank = found
+        return ResolvedPersona(row_to_persona(row), _SOURCE_BY_RANK[rank])
 
     async def set_channel(
         self, platform: str, workspace: str, channel: str, name: str | None
