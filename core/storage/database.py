@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import event
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
-from sqlalchemy.pool import ConnectionPoolEntry
+from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
@@ -27,10 +27,23 @@ def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEn
     cursor.close()
 
 
+def _rollback_if_in_transaction(
+    dbapi_connection: DBAPIConnection, record: ConnectionPoolEntry, _state: PoolResetState
+) -> None:
+    """Reset a connection returned to the pool only when SQLite says a transaction is open.
+
+    The default reset rolls back after every commit too; with aiosqlite every call is a hop to its
+    thread, so that redundant rollback cost a fifth of a typical statement's round trips.
+    """
+    if getattr(record.driver_connection, "in_transaction", True):
+        dbapi_connection.rollback()
+
+
 def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     if is_sqlite(url):
-        engine = create_async_engine(url, **kwargs)
+        engine = create_async_engine(url, pool_reset_on_return=None, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+        event.listen(engine.sync_engine, "reset", _rollback_if_in_transaction)
         return engine
     kwargs.setdefault("pool_size", 20)
     kwargs.setdefault("max_overflow", 20)
