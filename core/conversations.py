@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -19,6 +19,14 @@ from core.types import ConversationKey
 USER_CONTEXT_STATUSES = ("complete",)
 ASSISTANT_CONTEXT_STATUSES = ("complete", "cut", "filtered", "interrupted", "timeout", "stopped")
 HISTORY_BATCH = 64
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    conversation_id: int
+    history_start: int
+    lease_taken: bool
+    message_id: int | None  # the message inserted with the lease, if any
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,22 +54,33 @@ class ConversationStore:
         self._db = db
 
     async def open(
-        self, key: ConversationKey, take_lease: Callable[[int], Update] | None = None
-    ) -> tuple[int, int, bool]:
-        """The conversation's id and history start, creating it when new, and whether the lease
-        statement `take_lease(id)` (run in the same transaction) took the conversation's lease."""
+        self,
+        key: ConversationKey,
+        take_lease: Callable[[int], Update] | None = None,
+        message: Mapping[str, Any] | None = None,
+    ) -> Opened:
+        """Open the conversation (created when new) in one transaction with, optionally, the lease
+        statement `take_lease(id)` and, if that took the lease, the insertion of `message`."""
         async with self._db.transaction() as session:
             row = await get_or_create_conversation(session, key)
-            row.last_active_at = utcnow()
-            await session.flush()
+            conversation_id, history_start = row.id, row.history_start_id
             taken = False
             if take_lease is not None:
                 # Not evaluated against the loaded row: SQLite hands back naive datetimes.
                 result = await session.execute(
-                    take_lease(row.id), execution_options={"synchronize_session": False}
+                    take_lease(conversation_id).values(last_active_at=utcnow()),
+                    execution_options={"synchronize_session": False},
                 )
                 taken = bool(getattr(result, "rowcount", 0))
-            return row.id, row.history_start_id, taken
+            if not taken:
+                row.last_active_at = utcnow()
+            message_id = None
+            if taken and message is not None:
+                added = MessageRow(conversation_id=conversation_id, **message)
+                session.add(added)
+                await session.flush()
+                message_id = added.id
+            return Opened(conversation_id, history_start, taken, message_id)
 
     async def exists(self, key: ConversationKey) -> bool:
         async with self._db.session() as session:

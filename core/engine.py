@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from core import metrics
 from core.context import Budget, ContextMessage, context_window, select_context
@@ -213,12 +214,22 @@ class Engine:
                 persona.max_tokens,
             ),
         )
+        refusal = await self._refusal(run)
         owner = self._leases.new_owner()
-        run.conversation_id, run.history_start, taken = await self._conversations.open(
-            turn.key, lambda conversation_id: self._leases.take(conversation_id, owner)
+        # The common case in one transaction: open the conversation, take its lease, store the message.
+        opened = await self._conversations.open(
+            turn.key,
+            lambda conversation_id: self._leases.take(conversation_id, owner),
+            self._user_message(run, "refused" if refusal else "complete"),
         )
-        async with self._leases.hold(run.conversation_id, owner=owner, taken=taken):
-            refusal = await self._refusal(run)
+        run.conversation_id, run.history_start = opened.conversation_id, opened.history_start
+        async with self._leases.hold(run.conversation_id, owner=owner, taken=opened.lease_taken):
+            if opened.message_id is not None:
+                run.user_id = opened.message_id
+            else:  # the lease was busy: the message goes in once it is ours
+                run.user_id = await self._conversations.add_message(
+                    run.conversation_id, **self._user_message(run, "refused" if refusal else "complete")
+                )
             if refusal is not None:
                 return await self._refuse(run, refusal)
             return await self._answer(run)
@@ -247,23 +258,22 @@ class Engine:
             datetime.now(UTC),
         )
 
-    async def _store_user_message(self, run: _Run, status: str) -> int:
+    @staticmethod
+    def _user_message(run: _Run, status: str) -> dict[str, Any]:
         author = run.turn.author
-        return await self._conversations.add_message(
-            run.conversation_id,
-            role="user",
-            content=run.newest.content,
-            token_count=run.newest.tokens,
-            status=status,
-            author_id=author.id,
-            author_name=author.name,
-            source_message_id=run.turn.platform_message_id,
-            requested_by=author.id,
-            token_encoding=run.encoding_of(run.newest),
-        )
+        return {
+            "role": "user",
+            "content": run.newest.content,
+            "token_count": run.newest.tokens,
+            "status": status,
+            "author_id": author.id,
+            "author_name": author.name,
+            "source_message_id": run.turn.platform_message_id,
+            "requested_by": author.id,
+            "token_encoding": run.encoding_of(run.newest),
+        }
 
     async def _answer(self, run: _Run) -> TurnResult:
-        run.user_id = await self._store_user_message(run, "complete")
         await run.placeholder
         run.reply_id = await self._conversations.add_message(
             run.conversation_id,
@@ -427,7 +437,6 @@ class Engine:
 
     async def _refuse(self, run: _Run, message: str) -> TurnResult:
         """Answer without calling the model (message too long, quota used up); keep it out of the history."""
-        await self._store_user_message(run, "refused")
         await run.placeholder
         result = await run.renderer.fail(message)
         await self._conversations.add_message(

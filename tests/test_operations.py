@@ -143,7 +143,7 @@ async def test_recovery_finalises_a_reply_left_streaming_by_a_crash(core: Core) 
     port = FakePort()
     surface = port.surface_for(key)
     placeholder = await surface.post("_Thinking…_ ▍")
-    conversation_id, _, _ = await core.conversations.open(key)
+    conversation_id = (await core.conversations.open(key)).conversation_id
     reply_id = await core.conversations.add_message(
         conversation_id,
         role="assistant",
