@@ -15,9 +15,16 @@ from core.config import ConfigError, Settings, load_settings
 from core.logs import configure_logging
 from core.personas.model import Persona
 from core.personas.service import PersonaService
-from core.personas.yaml_io import PersonaFileError, dump_personas, load_personas
 from core.storage.database import Database
-from core.storage.migrate import current_revision, head_revision, upgrade
+from core.storage.migrate import (
+    HEAD_REVISION,
+    at_head,
+    current_revision,
+    one_line,
+    upgrade,
+    upgrade_if_needed,
+    upgrade_in_child,
+)
 
 EXIT_USAGE = 2
 NO_PLATFORM = (
@@ -50,6 +57,41 @@ def _check_platform_settings(settings: Settings) -> None:
 
 async def _open(settings: Settings) -> Core:
     return await Core.open(settings)
+
+
+async def _prepare_schema(settings: Settings) -> None:
+    """Bring the schema to head before `run` opens the core, without Alembic in this process.
+
+    At head (every start but the first after an install or upgrade) this is one SQL query; otherwise
+    a child process runs the upgrade, so the long-running service never holds Alembic's ~11 MiB.
+    """
+    db = Database(settings.database_url)
+    try:
+        ready = await at_head(db)
+    except Exception as exc:
+        from bots.doctor import redacted_url
+
+        where = redacted_url(settings.database_url)
+        raise UsageError(
+            f"DATABASE_URL: cannot reach {where}: {_without_password(one_line(exc), settings)}"
+        ) from None
+    finally:
+        await db.aclose()
+    if ready:
+        return
+    reason = await upgrade_in_child(settings.database_url)
+    if reason is not None:
+        raise UsageError(
+            f"database upgrade failed: {_without_password(reason, settings)} "
+            "(`threadline db upgrade` shows the traceback)"
+        )
+
+
+def _without_password(message: str, settings: Settings) -> str:
+    from sqlalchemy.engine import make_url
+
+    password = make_url(settings.database_url).password
+    return message.replace(str(password), "***") if password else message
 
 
 async def cmd_chat(settings: Settings, args: argparse.Namespace) -> int:
@@ -90,7 +132,8 @@ async def cmd_run(settings: Settings, args: argparse.Namespace) -> int:
     _check_platform_settings(settings)
     from bots.service import serve
 
-    core = await _open(settings)
+    await _prepare_schema(settings)
+    core = await Core.open(settings, migrate=False)
     try:
         await serve(core)
     finally:
@@ -106,7 +149,7 @@ async def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
             print(f"database at revision {await current_revision(db)} (head)")
         else:
             current = await current_revision(db)
-            head = head_revision()
+            head = HEAD_REVISION
             state = "up to date" if current == head else f"behind head {head}: run `threadline db upgrade`"
             print(f"{current or 'empty (no schema)'} — {state}")
     finally:
@@ -119,7 +162,7 @@ async def _persona_store(settings: Settings) -> AsyncIterator[PersonaService]:
     """Personas without the rest of the core: managing them needs no LLM endpoint."""
     db = Database(settings.database_url)
     try:
-        await upgrade(db)
+        await upgrade_if_needed(db)
         personas = PersonaService(db, settings.default_model)
         await personas.seed_builtins()
         yield personas
@@ -128,6 +171,8 @@ async def _persona_store(settings: Settings) -> AsyncIterator[PersonaService]:
 
 
 async def cmd_personas(settings: Settings, args: argparse.Namespace) -> int:
+    from core.personas.yaml_io import dump_personas  # PyYAML: not held by `threadline run`
+
     async with _persona_store(settings) as store:
         if args.action == "list":
             for persona in await store.list():
@@ -145,6 +190,8 @@ async def cmd_personas(settings: Settings, args: argparse.Namespace) -> int:
 
 
 async def _import_personas(store: PersonaService, path: Path) -> int:
+    from core.personas.yaml_io import PersonaFileError, load_personas
+
     try:
         text = sys.stdin.read() if str(path) == "-" else await asyncio.to_thread(path.read_text, "utf-8")
     except OSError as exc:

@@ -9,13 +9,14 @@ from core.app import llm_client
 from core.config import Settings
 from core.llm import LLMError
 from core.storage.database import Database
-from core.storage.migrate import current_revision, head_revision, known_revisions
+from core.storage.migrate import HEAD_REVISION, current_revision, known_revisions
 from core.tokens import count_tokens
 
 OK, FAIL, INFO = "ok  ", "FAIL", "info"
 
 
-def _redacted_url(url: str) -> str:
+def redacted_url(url: str) -> str:
+    """The URL without its user and password."""
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)
         return f"{scheme}://***@{rest.split('@', 1)[1]}"
@@ -27,13 +28,13 @@ async def check_database(settings: Settings) -> tuple[bool, str]:
     try:
         current = await current_revision(db)
     except Exception as exc:
-        return False, f"cannot reach {_redacted_url(settings.database_url)}: {type(exc).__name__}: {exc}"
+        return False, f"cannot reach {redacted_url(settings.database_url)}: {type(exc).__name__}: {exc}"
     finally:
         await db.aclose()
-    where = _redacted_url(settings.database_url)
+    where = redacted_url(settings.database_url)
     if current is None:
         return True, f"{where} is reachable and empty: `threadline run` creates the schema"
-    if current == head_revision():
+    if current == HEAD_REVISION:
         return True, f"{where} at revision {current} (up to date)"
     if current in known_revisions():
         return True, f"{where} at revision {current}: upgraded at the next start (or `threadline db upgrade`)"

@@ -14,7 +14,7 @@ from core.llm import LLMClient, LLMTimeouts, RetryPolicy
 from core.personas.service import PersonaService
 from core.schedules import ScheduleService
 from core.storage.database import Database
-from core.storage.migrate import upgrade
+from core.storage.migrate import upgrade_if_needed
 from core.streaming import EditBudgets
 from core.usage import Prices, Quotas, UsageService
 
@@ -50,11 +50,14 @@ class Core:
 
     @classmethod
     async def open(cls, settings: Settings, *, migrate: bool = True) -> Core:
-        """Connect, upgrade the schema, seed the built-in personas."""
+        """Connect, upgrade the schema (in this process, only when not at head), seed the personas.
+
+        `threadline run` passes migrate=False: it has upgraded in a child process already.
+        """
         db = Database(settings.database_url)
         try:
             if migrate:
-                await upgrade(db)
+                await upgrade_if_needed(db)
             personas = PersonaService(db, settings.default_model)
             await personas.seed_builtins()
         except BaseException:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -13,15 +15,21 @@ THREADLINE = [sys.executable, "-m", "bots.cli"]
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_cli(
-    args: list[str], cwd: Path, env: dict[str, str] | None = None, stdin: str = ""
-) -> subprocess.CompletedProcess[str]:
+def clean_env() -> dict[str, str]:
+    """The environment without a developer's platform, model or database settings."""
     clean = {
         k: v
         for k, v in os.environ.items()
         if not k.startswith(("SLACK_", "DISCORD_", "OPENAI_", "THREADLINE_", "DATABASE_URL"))
     }
     clean["PYTHONPATH"] = str(ROOT)
+    return clean
+
+
+def run_cli(
+    args: list[str], cwd: Path, env: dict[str, str] | None = None, stdin: str = ""
+) -> subprocess.CompletedProcess[str]:
+    clean = clean_env()
     clean.update(env or {})
     return subprocess.run(
         THREADLINE + args, cwd=cwd, env=clean, input=stdin, capture_output=True, text=True, timeout=60
@@ -126,3 +134,74 @@ def test_shard_settings_are_checked(tmp_path: Path) -> None:
 def test_discord_sync_without_token_exits_2(tmp_path: Path) -> None:
     result = run_cli(["discord", "sync"], tmp_path)
     assert result.returncode == 2 and "DISCORD_TOKEN" in result.stderr
+
+
+# `threadline run` up to the point where it would serve: the adapters are built, then the process
+# prints what it has imported and exits (bots.service.serve is replaced).
+RUN_PROBE = """
+import json, sys
+import bots.service
+from aiohttp import web
+
+async def probe(core, stop=None):
+    bots.service.build_adapters(core, web.Application())
+    print(json.dumps(sorted(sys.modules)))
+
+bots.service.serve = probe
+from bots.cli import main
+main(["run"])
+"""
+
+PLATFORMS = {
+    "slack": {"SLACK_BOT_TOKEN": "xoxb-1", "SLACK_SIGNING_SECRET": "s" * 32},
+    "discord": {"DISCORD_TOKEN": "d" * 59},
+}
+
+
+@pytest.mark.parametrize("platform", ["slack", "discord"])
+def test_run_holds_neither_alembic_nor_unused_platform_libraries(tmp_path: Path, platform: str) -> None:
+    """Memory: Alembic (~11 MiB) upgrades a fresh database in a child process; Slack's libraries
+    load only for Slack, discord.py only for Discord, asyncpg only for PostgreSQL."""
+    env = {**clean_env(), "OPENAI_API_KEY": "sk-test", **PLATFORMS[platform]}
+    for start in ("fresh database", "database at head"):
+        result = subprocess.run(
+            [sys.executable, "-c", RUN_PROBE],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 0, f"{start}: {result.stderr}"
+        modules = set(json.loads(result.stdout.splitlines()[-1]))
+        tops = {name.split(".")[0] for name in modules}
+        assert not tops & {"alembic", "mako", "asyncpg"}, start
+        if platform == "slack":
+            assert "slack_bolt" in tops and "discord" not in tops
+        else:
+            assert "discord" in tops and not tops & {"slack_bolt", "slack_sdk"}
+    assert "up to date" in run_cli(["db", "current"], tmp_path).stdout
+
+
+def test_run_whose_schema_cannot_be_upgraded_exits_2_in_one_line(tmp_path: Path) -> None:
+    assert run_cli(["db", "upgrade"], tmp_path).returncode == 0
+    with sqlite3.connect(tmp_path / "threadline.db") as db:
+        db.execute("UPDATE alembic_version SET version_num = '9999'")
+    result = run_cli(["run"], tmp_path, {"OPENAI_API_KEY": "sk-test", **PLATFORMS["slack"]})
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("threadline: database upgrade failed: "), lines
+    assert "9999" in lines[0]
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["sqlite:////nonexistent-dir/threadline.db", "postgresql://threadline:s3cret-pw@127.0.0.1:9/threadline"],
+)
+def test_run_with_unreachable_database_exits_2_in_one_line(tmp_path: Path, url: str) -> None:
+    env = {"OPENAI_API_KEY": "sk-test", "DATABASE_URL": url, **PLATFORMS["slack"]}
+    result = run_cli(["run"], tmp_path, env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("threadline: DATABASE_URL: cannot reach "), lines
+    assert "s3cret-pw" not in result.stderr
