@@ -1,7 +1,17 @@
-"""Per-channel behaviour settings (the persona choice lives in `core.personas.service`)."""
+"""Per-channel behaviour settings (the persona choice lives in `core.personas.service`).
+
+Messages read their channel's settings before anything is posted, so the settings of a workspace are
+read together (one query for all its channels) and kept in memory for `SETTINGS_TTL` seconds. A
+change made through this process (`update`) is seen at once; a change made by another replica sharing
+the database is seen here within the TTL.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +23,10 @@ from core.storage.models import ChannelSettingRow
 from core.storage.rows import get_or_create
 
 _FLAGS = ("follow_up_in_threads", "reply_in_thread", "allow_bots")
+SETTINGS_TTL = 5.0
+CACHED_WORKSPACES = 1024
+
+_Workspace = tuple[str, str]  # (platform, workspace)
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,6 +34,10 @@ class ChannelSettings:
     follow_up_in_threads: bool = True
     reply_in_thread: bool = True
     allow_bots: bool = False
+
+
+_DEFAULTS = ChannelSettings()
+_Snapshot = dict[str, ChannelSettings]  # by channel; a channel without a row has the defaults
 
 
 async def get_or_create_setting(
@@ -37,28 +55,75 @@ async def get_or_create_setting(
 
 
 class ChannelSettingsService:
-    def __init__(self, db: Database) -> None:
+    def __init__(
+        self,
+        db: Database,
+        *,
+        ttl: float = SETTINGS_TTL,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._db = db
+        self._ttl = ttl
+        self._clock = clock
+        self._cached: OrderedDict[_Workspace, tuple[_Snapshot, float]] = OrderedDict()
+        self._reading: dict[_Workspace, asyncio.Task[_Snapshot]] = {}
+        self._updates = 0  # a read that overlapped an update must not be kept
 
     async def get(self, platform: str, workspace: str, channel: str) -> ChannelSettings:
-        async with self._db.session() as session:
-            row = await session.scalar(
-                select(ChannelSettingRow).where(
-                    ChannelSettingRow.platform == platform,
-                    ChannelSettingRow.workspace == workspace,
-                    ChannelSettingRow.channel == channel,
-                )
-            )
-        if row is None:
-            return ChannelSettings()
-        return ChannelSettings(**{flag: getattr(row, flag) for flag in _FLAGS})
+        snapshot = await self._snapshot((platform, workspace))
+        return snapshot.get(channel, _DEFAULTS)
 
     async def update(self, platform: str, workspace: str, channel: str, **changes: Any) -> ChannelSettings:
         unknown = set(changes) - set(_FLAGS)
         if unknown:
             raise ValueError(f"unknown channel settings: {', '.join(sorted(unknown))}")
-        async with self._db.transaction() as session:
-            row = await get_or_create_setting(session, platform, workspace, channel)
-            for flag, value in changes.items():
-                setattr(row, flag, bool(value))
-            return ChannelSettings(**{flag: getattr(row, flag) for flag in _FLAGS})
+        try:
+            async with self._db.transaction() as session:
+                row = await get_or_create_setting(session, platform, workspace, channel)
+                for flag, value in changes.items():
+                    setattr(row, flag, bool(value))
+                return _settings(row)
+        finally:
+            self._updates += 1
+            self._cached.pop((platform, workspace), None)
+            self._reading.pop((platform, workspace), None)  # a read started before may be stale
+
+    async def _snapshot(self, workspace: _Workspace) -> _Snapshot:
+        cached = self._cached.get(workspace)
+        if cached is not None and cached[1] > self._clock():
+            return cached[0]
+        reading = self._reading.get(workspace)
+        if reading is None:
+            reading = asyncio.create_task(self._read(workspace))
+            self._reading[workspace] = reading
+        return await asyncio.shield(reading)
+
+    async def _read(self, workspace: _Workspace) -> _Snapshot:
+        """One workspace's settings from the database, kept unless an update ran meanwhile."""
+        updates = self._updates
+        platform, workspace_id = workspace
+        try:
+            async with self._db.session() as session:
+                rows = await session.scalars(
+                    select(ChannelSettingRow).where(
+                        ChannelSettingRow.platform == platform,
+                        ChannelSettingRow.workspace == workspace_id,
+                    )
+                )
+                snapshot = {row.channel: _settings(row) for row in rows}
+        finally:
+            if self._reading.get(workspace) is asyncio.current_task():
+                del self._reading[workspace]
+        if updates == self._updates:
+            self._keep(workspace, snapshot)
+        return snapshot
+
+    def _keep(self, workspace: _Workspace, snapshot: _Snapshot) -> None:
+        self._cached[workspace] = (snapshot, self._clock() + self._ttl)
+        self._cached.move_to_end(workspace)
+        while len(self._cached) > CACHED_WORKSPACES:
+            self._cached.popitem(last=False)
+
+
+def _settings(row: ChannelSettingRow) -> ChannelSettings:
+    return ChannelSettings(**{flag: getattr(row, flag) for flag in _FLAGS})

@@ -112,3 +112,29 @@ def test_settings_say_when_thread_follow_ups_need_the_intent() -> None:
         + NEEDS_INTENT
     )
     assert NEEDS_INTENT not in describe_settings(ChannelSettings(), message_content=True)[1]
+
+
+async def test_a_settings_change_applies_to_the_next_mention(world: DiscordWorld) -> None:
+    fake, channel, bot = world.discord, world.channel, world.discord.bot
+    world.llm.enqueue(StreamReply.words("In a thread."))
+    first = await fake.send_message(channel, world.alice, f"<@{bot.id}> one", mentions=[bot])
+    await world.turns(1)
+    assert first.id in fake.channels and fake.bot_messages(channel.id) == []
+
+    changed = await world.command(
+        channel, world.bob, "settings", reply_in_thread=False, permissions=MODERATOR
+    )
+    assert (await world.answer(changed)).startswith("✅ Saved.")
+    world.llm.enqueue(StreamReply.words("Inline now."))
+    second = await fake.send_message(channel, world.alice, f"<@{bot.id}> two", mentions=[bot])
+    await world.turns(2)
+    [reply] = fake.bot_messages(channel.id)
+    assert reply.content == "Inline now." and reply.reference == second.id
+    assert second.id not in fake.channels
+
+    changed = await world.command(channel, world.bob, "settings", reply_in_thread=True, permissions=MODERATOR)
+    await world.answer(changed)
+    world.llm.enqueue(StreamReply.words("Threads again."))
+    third = await fake.send_message(channel, world.alice, f"<@{bot.id}> three", mentions=[bot])
+    await world.turns(3)
+    assert third.id in fake.channels and len(fake.bot_messages(channel.id)) == 1

@@ -1,14 +1,16 @@
 """SlackAdapter: Slack events → core turns, over Socket Mode or the HTTP Events API.
 
 - Socket Mode when SLACK_APP_TOKEN is set; otherwise `POST /slack/events` on the service's aiohttp
-  server, every request's signature verified by bolt (401 and no work when it is missing, wrong or
-  older than 5 minutes).
+  server, every request's signature verified (401 and no work when it is missing, wrong or older
+  than 5 minutes). Message and mention events, once verified, are acknowledged by the adapter itself;
+  everything else (commands, modals, URL verification, bad signatures) goes through bolt.
 - Every event is acknowledged at once; the work runs in a tracked background task
   (`stop_receiving()` takes no new events; `stop()` waits for running replies up to
   THREADLINE_SHUTDOWN_GRACE, then cancels what is left).
-- Each Slack message is answered at most once: its `event_id` and its (channel, ts) are claimed in
-  the database, so Slack's retries, redeliveries after a restart, and the `app_mention` + `message`
-  pair of one mention produce a single reply (also across replicas sharing a PostgreSQL database).
+- Each Slack message is answered at most once: its (channel, ts) and its `event_id` are claimed in
+  the database (one transaction) before anything is posted, so Slack's retries, redeliveries after a
+  restart, and the `app_mention` + `message` pair of one mention produce a single reply (also across
+  replicas sharing a PostgreSQL database).
 - What became of each event is counted in `threadline_slack_events_total{outcome}` (answered, reset,
   duplicate, ignored, failed).
 - For the scheduler: `surface_for(key)` (finalise a reply a crash left streaming) and
@@ -19,10 +21,11 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +37,7 @@ from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.app.async_app import AsyncApp
 from slack_bolt.logger.messages import warning_client_prioritized_and_token_skipped
 from slack_sdk.errors import SlackApiError
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bots.slack.commands import PersonaCommands
@@ -51,6 +55,9 @@ from core.types import Author, ConversationKey
 log = logging.getLogger("threadline.slack")
 
 EVENTS_PATH = "/slack/events"
+MESSAGE_EVENTS = ("app_mention", "message")
+TIMESTAMP_HEADER = "X-Slack-Request-Timestamp"
+SIGNATURE_HEADER = "X-Slack-Signature"
 OUTCOMES_KEPT = 1000
 RESET_DONE = "🧹 Done: I forgot this thread's history. The next message starts a fresh conversation."
 RESET_NOTHING = "There was nothing to forget in this thread."
@@ -147,6 +154,7 @@ class SlackAdapter:
             name="threadline",
             logger=_bolt_logger(),
         )
+        self._verifier = None if self._socket_mode else SignatureVerifier(settings.slack_signing_secret or "")
         self._users = UserDirectory(self._client)
         self._commands = PersonaCommands(core, self._users)
         self._usage = UsageCommand(core)
@@ -162,8 +170,8 @@ class SlackAdapter:
         self.outcomes: OrderedDict[str, list[str]] = OrderedDict()
         self._outcome_changed = asyncio.Event()
 
-        self._app.event("app_mention")(self._on_event)
-        self._app.event("message")(self._on_event)
+        for event_type in MESSAGE_EVENTS:
+            self._app.event(event_type)(self._on_event)
         self._app.command(self._commands.command)(self._commands.on_command)
         self._app.command(self._usage.command)(self._usage.on_command)
         self._app.command(self._schedules.command)(self._schedules.on_command)
@@ -276,15 +284,44 @@ class SlackAdapter:
     async def _on_http(self, request: web.Request) -> web.Response:
         if self._stopping:  # not acknowledged: Slack retries, e.g. on another replica
             return web.Response(status=503, text="shutting down")
-        _RECEIVED_AT.set(time.monotonic())
+        received = time.monotonic()
+        message = self._signed_message_event(await request.read(), request.headers)
+        if message is not None:
+            self._accept(message, received)
+            return web.Response(status=200)
+        _RECEIVED_AT.set(received)
         response = await self._app.async_dispatch(await to_bolt_request(request))
         return await to_aiohttp_response(response)
 
+    def _signed_message_event(self, raw: bytes, headers: Mapping[str, str]) -> dict[str, Any] | None:
+        """A correctly signed `message` / `app_mention` event callback, or None.
+
+        These are acknowledged here, without bolt's dispatch (about a millisecond before the reply
+        could start); every other request, and every badly signed one, goes through bolt.
+        """
+        if self._verifier is None:
+            return None
+        try:
+            if not self._verifier.is_valid(raw, headers.get(TIMESTAMP_HEADER), headers.get(SIGNATURE_HEADER)):
+                return None
+            body = json.loads(raw)
+        except ValueError:  # not a number as timestamp, or not JSON (commands, interactions)
+            return None
+        if not isinstance(body, dict) or body.get("type") != "event_callback":
+            return None
+        event = body.get("event")
+        if not isinstance(event, dict) or event.get("type") not in MESSAGE_EVENTS:
+            return None
+        return body
+
     async def _on_event(self, body: dict[str, Any]) -> None:
-        # Bolt has acknowledged already; the work happens in a task stop() can wait for.
+        # Bolt has acknowledged already (Socket Mode, or an event the HTTP fast path left to bolt).
+        self._accept(body, _RECEIVED_AT.get() or time.monotonic())
+
+    def _accept(self, body: dict[str, Any], received: float) -> None:
+        """The work on an acknowledged event happens in a task stop() can wait for."""
         if self._stopping:
             return
-        received = _RECEIVED_AT.get() or time.monotonic()
         self._tasks.spawn(self._handle_event(body, received), name=f"slack-event-{body.get('event_id', '?')}")
 
     async def _handle_event(self, body: dict[str, Any], received: float) -> None:
@@ -314,12 +351,8 @@ class SlackAdapter:
         incoming = parse_event(body, bot_user_id=me.user_id, bot_id=me.bot_id)
         if incoming is None or not await self._should_answer(incoming):
             return "ignored"
-        events = self._core.events
-        if incoming.event_id and not await events.claim(PLATFORM, incoming.event_id):
-            log.debug("event %s was delivered before: ignored", incoming.event_id)
-            return "duplicate"
-        if not await events.claim(PLATFORM, incoming.dedup_id):
-            log.debug("message %s is answered already: ignored", incoming.dedup_id)
+        if not await self._core.events.claim(PLATFORM, incoming.dedup_id, incoming.event_id):
+            log.debug("event %s (%s) was delivered before: ignored", incoming.event_id, incoming.dedup_id)
             return "duplicate"
         text = await self._readable_text(incoming, me)
         if (incoming.mentioned or incoming.is_dm) and is_reset_request(text):
