@@ -5,10 +5,11 @@ Resolution order: thread override > channel setting > workspace default > built-
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy import case, delete, literal, select, union_all, update
+from sqlalchemy import BindParameter, Select, bindparam, case, delete, literal, or_, select, union_all, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -150,34 +151,14 @@ class PersonaService:
 
     async def resolve(self, key: ConversationKey) -> ResolvedPersona:
         """One query: every candidate of the resolution order, the first one wins."""
-        thread = select(literal(0).label("rank"), ConversationRow.persona_id.label("persona_id")).where(
-            ConversationRow.platform == key.platform,
-            ConversationRow.workspace == key.workspace,
-            ConversationRow.channel == key.channel,
-            ConversationRow.thread == key.thread,
-            ConversationRow.persona_id.is_not(None),
-        )
-        scoped = select(
-            case((ChannelSettingRow.channel == WORKSPACE_SCOPE, 2), else_=1).label("rank"),
-            ChannelSettingRow.persona_id.label("persona_id"),
-        ).where(
-            ChannelSettingRow.platform == key.platform,
-            ChannelSettingRow.workspace == key.workspace,
-            ChannelSettingRow.channel.in_([key.channel, WORKSPACE_SCOPE]),
-            ChannelSettingRow.persona_id.is_not(None),
-        )
-        default = select(literal(3).label("rank"), PersonaRow.id.label("persona_id")).where(
-            PersonaRow.name == DEFAULT_PERSONA_NAME
-        )
-        candidates = union_all(thread, scoped, default).subquery()
-        query = (
-            select(PersonaRow, candidates.c.rank)
-            .join(candidates, candidates.c.persona_id == PersonaRow.id)
-            .order_by(candidates.c.rank)
-            .limit(1)
-        )
+        params = {
+            "platform": key.platform,
+            "workspace": key.workspace,
+            "channel": key.channel,
+            "thread": key.thread,
+        }
         async with self._db.session() as session:
-            found = (await session.execute(query)).first()
+            found = (await session.execute(_resolution_query(), params)).first()
         if found is None:  # the default was deleted from the database by hand: the built-in one
             return ResolvedPersona(builtin_personas(self._default_model)[0], PersonaSource.DEFAULT)
         row, rank = found
@@ -220,3 +201,38 @@ class PersonaService:
     @staticmethod
     async def _row(session: AsyncSession, name: str) -> PersonaRow | None:
         return await session.scalar(select(PersonaRow).where(PersonaRow.name == name))
+
+
+@functools.cache
+def _resolution_query() -> Select[PersonaRow, int]:
+    """Built once (it sits before every reply): thread, channel, workspace and default candidates."""
+    platform: BindParameter[str] = bindparam("platform")
+    workspace: BindParameter[str] = bindparam("workspace")
+    channel: BindParameter[str] = bindparam("channel")
+    thread: BindParameter[str] = bindparam("thread")
+    in_thread = select(literal(0).label("rank"), ConversationRow.persona_id.label("persona_id")).where(
+        ConversationRow.platform == platform,
+        ConversationRow.workspace == workspace,
+        ConversationRow.channel == channel,
+        ConversationRow.thread == thread,
+        ConversationRow.persona_id.is_not(None),
+    )
+    scoped = select(
+        case((ChannelSettingRow.channel == WORKSPACE_SCOPE, 2), else_=1).label("rank"),
+        ChannelSettingRow.persona_id.label("persona_id"),
+    ).where(
+        ChannelSettingRow.platform == platform,
+        ChannelSettingRow.workspace == workspace,
+        or_(ChannelSettingRow.channel == channel, ChannelSettingRow.channel == WORKSPACE_SCOPE),
+        ChannelSettingRow.persona_id.is_not(None),
+    )
+    default = select(literal(3).label("rank"), PersonaRow.id.label("persona_id")).where(
+        PersonaRow.name == DEFAULT_PERSONA_NAME
+    )
+    candidates = union_all(in_thread, scoped, default).subquery()
+    return (
+        select(PersonaRow, candidates.c.rank)
+        .join(candidates, candidates.c.persona_id == PersonaRow.id)
+        .order_by(candidates.c.rank)
+        .limit(1)
+    )
