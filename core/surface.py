@@ -22,26 +22,46 @@ class MarkdownFlavor(StrEnum):
 
 @dataclass(frozen=True, slots=True)
 class EditBudget:
-    """A rate limit shared by every stream whose surface names the same `key`.
+    """A rate limit shared by every stream (and request) that names the same `key`.
 
     Example: Slack's `chat.update` (~50/min per workspace) is
-    `EditBudget(key="slack:T123:chat.update", rate=50/60, burst=5)`.
+    `EditBudget(key="slack:T123:chat.update", rate=50/60, burst=5)`: a token bucket.
+    With `window`, at most `burst` operations also fit in any `window` seconds (a sliding window):
+    a platform bucket of fixed windows that start where the client cannot see them (Discord's
+    5 per 5 s per channel) is respected by a sliding window a little longer than the platform's.
     """
 
     key: str
     rate: float  # sustained operations per second
     burst: int  # operations allowed at once before the rate applies
+    window: float = 0.0  # seconds; > 0: never more than `burst` operations in any such span
+
+    @classmethod
+    def windowed(cls, key: str, limit: int, seconds: float) -> EditBudget:
+        """At most `limit` operations in any `seconds`."""
+        return cls(key=key, rate=limit / seconds, burst=limit, window=seconds)
 
 
 @dataclass(frozen=True, slots=True)
 class SurfaceLimits:
+    """What a platform allows one reply; the renderer paces every call it makes within the budgets.
+
+    Each budget is shared by every stream that names the same key. An edit waits for
+    `shared_budget`, a post (the placeholder included) for each of `post_budgets`, and every call
+    for `request_budget` as well (a per-process request ceiling, such as Discord's global 50/s,
+    which the adapter's HTTP layer also charges for requests made outside the renderer: see
+    `core.streaming.budget.EditBudgets.paid`).
+    """
+
     max_length: int  # per message, in `length_unit`
     length_unit: Literal["chars", "utf8_bytes", "utf16_units"]
     min_edit_interval: float  # seconds between two edits of one message (0: no throttling)
     markdown: MarkdownFlavor
-    shared_budget: EditBudget | None = None  # budget for edits (and continuation posts) shared across streams
+    shared_budget: EditBudget | None = None  # budget for edits shared across streams
     streaming_indicator: str = " ▍"  # appended while the reply still grows; "" for none
     placeholder: str = "_Thinking…_"
+    post_budgets: tuple[EditBudget, ...] = ()  # budgets for posts, e.g. per channel and per workspace
+    request_budget: EditBudget | None = None  # budget for every call, post or edit
 
 
 class SurfaceError(Exception):

@@ -9,7 +9,14 @@ import aiohttp
 import discord
 import pytest
 
-from bots.discord.surface import MAX_LENGTH, NO_PINGS, discord_limits, map_error
+from bots.discord.surface import (
+    GLOBAL_REQUESTS,
+    MAX_LENGTH,
+    NO_PINGS,
+    discord_limits,
+    interaction_limits,
+    map_error,
+)
 from core.surface import MarkdownFlavor, MessageGone, MessageRejected, RateLimited, SurfaceError
 
 
@@ -49,6 +56,16 @@ def test_limits_share_one_budget_per_channel() -> None:
     assert limits.markdown is MarkdownFlavor.COMMONMARK and limits.min_edit_interval == 1.0
     assert limits.shared_budget is not None and limits.shared_budget.key == "discord:42:edits"
     assert discord_limits(42, 0.25).shared_budget == discord_limits(42, 0.25).shared_budget
+    # Discord's per-channel buckets are 5 per 5 s windows: never more than 5 in any 5.25 s.
+    assert (limits.shared_budget.burst, limits.shared_budget.window) == (5, 5.25)
+    assert [b.key for b in limits.post_budgets] == ["discord:42:posts"]
+    assert limits.request_budget == GLOBAL_REQUESTS  # every call counts toward the global 50/s
+
+
+def test_interaction_responses_are_outside_the_global_budget() -> None:
+    limits = interaction_limits(7)
+    assert limits.request_budget is None and limits.post_budgets == ()
+    assert limits.shared_budget is not None and limits.shared_budget.key == "discord:interaction:7"
 
 
 def test_no_pings_allows_nothing_but_the_reply_author() -> None:

@@ -35,6 +35,11 @@ def test_limits_describe_slack() -> None:
     assert limits.min_edit_interval == 1.0
     assert limits.shared_budget is not None and limits.shared_budget.key == "slack:T9:chat.update"
     assert limits.shared_budget.rate == pytest.approx(50 / 60)
+    # Posts (the placeholder too) wait for the channel's chat.postMessage budget, then the workspace's.
+    channel, workspace = limits.post_budgets
+    assert (channel.key, channel.rate, channel.burst) == ("slack:T9:C1:chat.postMessage", 1.0, 4)
+    assert workspace.key == "slack:T9:chat.postMessage" and workspace.rate == pytest.approx(300 / 60)
+    assert limits.request_budget is None
     assert surface.render("**hi** <!here>") == "*hi* &lt;!here&gt;"
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import aiohttp
 import discord
 import yarl
 from discord import app_commands
@@ -15,7 +19,7 @@ from discord import app_commands
 from bots.discord.commands import register_commands
 from bots.discord.messages import handle_message
 from bots.discord.replies import report_command_error
-from bots.discord.surface import NO_PINGS
+from bots.discord.surface import GLOBAL_REQUESTS, NO_PINGS, channel_budget
 from core.app import Core
 from core.config import Settings
 from core.streaming import EditBudgets
@@ -56,28 +60,135 @@ class ThreadlineTree(app_commands.CommandTree["ThreadlineClient"]):
         await report_command_error(interaction, error)
 
 
-# Discord allows 50 requests per second per bot token and never announces how close a bot is:
-# pace every request of this process below it. Interaction callbacks and webhooks are exempt.
-GLOBAL_REQUESTS = EditBudget(key="discord:global-requests", rate=40.0, burst=10)  # any 1 s: <= 50
+# Every request of this process is paced where it leaves (an aiohttp trace hook, so retries and
+# requests discord.py makes on its own count too): under the global 50/s (interaction callbacks and
+# webhooks are exempt), and for the per-channel buckets a burst of conversations fills at once, under
+# Discord's 5 per 5 s. discord.py only learns a bucket from the first answer, and trusts a fresh
+# window's first answer over requests still in flight, so it cannot do the latter alone.
 _EXEMPT_ROUTES = ("/interactions/", "/webhooks/")
+_CHANNEL_ROUTES: tuple[tuple[str, re.Pattern[str], str], ...] = (
+    ("POST", re.compile(r"/channels/(\d+)/messages/\d+/threads"), "threads"),
+    ("POST", re.compile(r"/channels/(\d+)/threads"), "new-threads"),
+    ("POST", re.compile(r"/channels/(\d+)/messages"), "posts"),
+    ("PATCH", re.compile(r"/channels/(\d+)/messages/\d+"), "edits"),
+)
 
 
-def pace_global_requests(http: discord.http.HTTPClient, budgets: EditBudgets) -> None:
-    request = http.request
+def request_budgets(method: str, path: str) -> tuple[EditBudget, ...]:
+    """What a request to `path` (below the API base) waits for: its channel's bucket, then the global one."""
+    if path.startswith(_EXEMPT_ROUTES):
+        return ()
+    for route_method, pattern, action in _CHANNEL_ROUTES:
+        if method == route_method and (match := pattern.fullmatch(path)):
+            return (channel_budget(match.group(1), action), GLOBAL_REQUESTS)
+    return (GLOBAL_REQUESTS,)
 
-    async def paced(route: discord.http.Route, **kwargs: Any) -> Any:
-        if not route.path.startswith(_EXEMPT_ROUTES):
-            await budgets.acquire(GLOBAL_REQUESTS)
-        return await request(route, **kwargs)
 
-    http.request = paced  # type: ignore[method-assign]
+@functools.lru_cache(maxsize=4)
+def _parsed_base(base: str) -> tuple[yarl.URL, str]:
+    url = yarl.URL(base)
+    return url.origin(), url.path.rstrip("/")
+
+
+def _api_path(url: yarl.URL) -> str | None:
+    """`url`'s path below Discord's API base, or None for anything else (the gateway, the CDN)."""
+    origin, prefix = _parsed_base(discord.http.Route.BASE)
+    if url.origin() != origin or not url.path.startswith(prefix + "/"):
+        return None
+    return url.path[len(prefix) :]
+
+
+def _retry_after(headers: Any) -> float:
+    try:
+        return max(float(headers.get("Retry-After", 1.0)), 0.0)
+    except ValueError:
+        return 1.0
+
+
+def pacing_trace(budgets: EditBudgets) -> aiohttp.TraceConfig:
+    """An aiohttp trace that holds each Discord API request until its budgets allow it to leave.
+
+    A renderer that already took a request's tokens (`EditBudgets.paid`) is not charged twice.
+    """
+    trace = aiohttp.TraceConfig()
+
+    async def on_request_start(
+        _session: aiohttp.ClientSession, _context: Any, params: aiohttp.TraceRequestStartParams
+    ) -> None:
+        path = _api_path(params.url)
+        if path is not None:
+            for budget in request_budgets(params.method, path):
+                await budgets.charge(budget)
+
+    async def on_request_end(
+        _session: aiohttp.ClientSession, _context: Any, params: aiohttp.TraceRequestEndParams
+    ) -> None:
+        headers = params.response.headers
+        if params.response.status == 429 and headers.get("X-RateLimit-Global"):
+            log.warning("Discord refused a request for the global rate limit; pausing every request")
+            budgets.penalize(GLOBAL_REQUESTS, _retry_after(headers))
+
+    trace.on_request_start.append(on_request_start)
+    trace.on_request_end.append(on_request_end)
+    return trace
+
+
+class _PromptRatelimit(discord.http.Ratelimit):
+    """discord.py's bucket, except that the request which used the bucket's last token returns at once.
+
+    discord.py keeps that request's caller until the bucket resets (a mention's thread, the fifth
+    in its channel within 5 s, waited ~5 s after Discord had created it); the reset now runs in the
+    background, and requests after it still wait for it as before.
+    """
+
+    __slots__ = ()
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        task = asyncio.create_task(super().__aexit__(*exc_info), name="discord-bucket-reset")
+        _BUCKET_RESETS.add(task)
+        task.add_done_callback(_bucket_reset_done)
+
+
+_BUCKET_RESETS: set[asyncio.Task[None]] = set()
+
+
+def _bucket_reset_done(task: asyncio.Task[None]) -> None:
+    _BUCKET_RESETS.discard(task)
+    if not task.cancelled() and task.exception() is not None:
+        log.error("a Discord rate-limit bucket failed to reset", exc_info=task.exception())
+
+
+def cancel_bucket_resets() -> None:
+    """Stop the background bucket resets of this event loop (the client is closing)."""
+    loop = asyncio.get_running_loop()
+    for task in list(_BUCKET_RESETS):
+        if task.get_loop() is loop:
+            task.cancel()
+
+
+def answer_before_bucket_resets(http: discord.http.HTTPClient) -> None:
+    """Make every new bucket of `http` a `_PromptRatelimit`."""
+    original = http.get_ratelimit
+
+    def get_ratelimit(key: str) -> discord.http.Ratelimit:
+        if key not in http._buckets:
+            http._buckets[key] = _PromptRatelimit(http.max_ratelimit_timeout)
+        return original(key)
+
+    http.get_ratelimit = get_ratelimit  # type: ignore[method-assign]
 
 
 class ThreadlineClient(discord.Client):
     """One bot connection (all shards of this process). `core` is None for command sync only."""
 
     def __init__(self, settings: Settings, core: Core | None = None, **options: Any) -> None:
-        super().__init__(intents=intents_for(settings), allowed_mentions=NO_PINGS, **options)
+        budgets = core.budgets if core is not None else EditBudgets()
+        super().__init__(
+            intents=intents_for(settings),
+            allowed_mentions=NO_PINGS,
+            http_trace=pacing_trace(budgets),
+            **options,
+        )
         self.settings = settings
         self._core = core
         self.tree = ThreadlineTree(
@@ -87,13 +198,17 @@ class ThreadlineClient(discord.Client):
         )
         register_commands(self.tree)
         self.accepting = True  # False once the service stops taking new events (shutdown)
-        pace_global_requests(self.http, core.budgets if core is not None else EditBudgets())
+        answer_before_bucket_resets(self.http)
 
     @property
     def core(self) -> Core:
         if self._core is None:
             raise RuntimeError("this Discord client was built without the core (command sync only)")
         return self._core
+
+    async def close(self) -> None:
+        await super().close()
+        cancel_bucket_resets()
 
     async def on_ready(self) -> None:
         user = self.user

@@ -29,7 +29,16 @@ log = logging.getLogger("threadline.discord.surface")
 
 MAX_LENGTH = 2000  # characters (Unicode code points) of message content
 DEFAULT_EDIT_INTERVAL = 1.0  # seconds between two edits of one message
-CHANNEL_EDIT_BURST = 5  # Discord's per-channel message bucket allows about 5 operations per 5 s
+# Discord's per-channel buckets (posts, edits, thread creation) allow 5 requests per 5 s, in fixed
+# windows that start at a request we cannot tell apart: a sliding window 0.25 s longer always fits.
+ROUTE_LIMIT = 5
+ROUTE_WINDOW = 5.25
+# Discord allows 50 requests per second per bot token and never announces how close a bot is.
+# 5 at once, then 42 per second, keeps any one second within 50, also when a request the renderer
+# paid for leaves up to `core.streaming.budget.PAID_TOKEN_LIFETIME` (0.05 s) late: 5 + 42 × 1.05 ≈ 49.
+# (A request is paced when it starts; one that must open a new connection first leaves that much
+# later, which the remaining margin and the 429 back-off have to absorb.)
+GLOBAL_REQUESTS = EditBudget(key="discord:global-requests", rate=42.0, burst=5)
 INTERACTION_TOKEN_LIFETIME = 15 * 60.0
 TOKEN_SAFETY_MARGIN = 60.0  # stop using the interaction token this long before it expires
 
@@ -45,16 +54,36 @@ THREAD_ARCHIVED = 50083
 MessageTarget = discord.TextChannel | discord.Thread | discord.VoiceChannel | discord.PartialMessageable
 
 
+def channel_budget(channel_id: int | str, action: str) -> EditBudget:
+    """The budget of one of a channel's buckets ("posts", "edits", "threads", ...)."""
+    return EditBudget.windowed(f"discord:{channel_id}:{action}", ROUTE_LIMIT, ROUTE_WINDOW)
+
+
 def discord_limits(channel_id: int, edit_interval: float | None = None) -> SurfaceLimits:
-    """Limits of a reply in `channel_id`; edits share that channel's budget with every other stream."""
+    """Limits of a reply in `channel_id`: posts and edits share that channel's buckets with every
+    other stream, and every call counts toward the bot's global requests per second."""
     interval = DEFAULT_EDIT_INTERVAL if edit_interval is None else edit_interval
-    rate = 1.0 / interval if interval > 0 else 50.0  # 50 requests/s is Discord's global ceiling
     return SurfaceLimits(
         max_length=MAX_LENGTH,
         length_unit="chars",
         min_edit_interval=interval,
         markdown=MarkdownFlavor.COMMONMARK,
-        shared_budget=EditBudget(key=f"discord:{channel_id}:edits", rate=rate, burst=CHANNEL_EDIT_BURST),
+        shared_budget=channel_budget(channel_id, "edits"),
+        post_budgets=(channel_budget(channel_id, "posts"),),
+        request_budget=GLOBAL_REQUESTS,
+    )
+
+
+def interaction_limits(interaction_id: int, edit_interval: float | None = None) -> SurfaceLimits:
+    """Limits of a slash command's reply: its response is the interaction's webhook message (a bucket
+    per interaction token, outside the global limit); continuation parts are paced by the client."""
+    interval = DEFAULT_EDIT_INTERVAL if edit_interval is None else edit_interval
+    return SurfaceLimits(
+        max_length=MAX_LENGTH,
+        length_unit="chars",
+        min_edit_interval=interval,
+        markdown=MarkdownFlavor.COMMONMARK,
+        shared_budget=EditBudget.windowed(f"discord:interaction:{interaction_id}", ROUTE_LIMIT, ROUTE_WINDOW),
     )
 
 
@@ -200,8 +229,7 @@ class InteractionSurface:
     ) -> None:
         self._interaction = interaction
         self._continuation = continuation
-        channel_id = interaction.channel_id or 0
-        self._limits = discord_limits(channel_id, edit_interval)
+        self._limits = interaction_limits(interaction.id, edit_interval)
         self._clock = clock
         self._expires_at = interaction.created_at.timestamp() + INTERACTION_TOKEN_LIFETIME
         self._original: str | None = None

@@ -30,6 +30,14 @@ MAX_MESSAGE_BYTES = 3_500
 DEFAULT_EDIT_INTERVAL = 1.0  # seconds between two edits of one message
 UPDATE_RATE_PER_MINUTE = 50  # chat.update is Tier 3, shared by every stream in the workspace
 UPDATE_BURST = 5
+# chat.postMessage: "1 per second per channel, short bursts allowed" and "several hundred per minute"
+# per workspace (assumed: bursts of 5 and 50). Each burst here is smaller, at the same rate: a post
+# reaches Slack some milliseconds after its turn, not always as late as the one before, and the
+# tokens left over absorb that (1 s of jitter per channel, 1 s per workspace).
+POST_RATE_PER_CHANNEL = 1.0  # per second
+POST_BURST_PER_CHANNEL = 4
+POST_RATE_PER_MINUTE = 300  # per workspace
+POST_BURST_PER_WORKSPACE = 45
 
 GONE_ERRORS = frozenset(
     {
@@ -49,6 +57,22 @@ REJECTED_ERRORS = frozenset(
 
 def update_budget(team: str) -> EditBudget:
     return EditBudget(key=f"slack:{team}:chat.update", rate=UPDATE_RATE_PER_MINUTE / 60, burst=UPDATE_BURST)
+
+
+def post_budgets(team: str, channel: str) -> tuple[EditBudget, ...]:
+    """chat.postMessage's budgets: the channel's, then the workspace's (shared by all its channels)."""
+    return (
+        EditBudget(
+            key=f"slack:{team}:{channel}:chat.postMessage",
+            rate=POST_RATE_PER_CHANNEL,
+            burst=POST_BURST_PER_CHANNEL,
+        ),
+        EditBudget(
+            key=f"slack:{team}:chat.postMessage",
+            rate=POST_RATE_PER_MINUTE / 60,
+            burst=POST_BURST_PER_WORKSPACE,
+        ),
+    )
 
 
 def _header(headers: Mapping[str, Any] | None, name: str) -> str | None:
@@ -105,6 +129,7 @@ class SlackSurface:
             min_edit_interval=DEFAULT_EDIT_INTERVAL if edit_interval is None else edit_interval,
             markdown=MarkdownFlavor.SLACK_MRKDWN,
             shared_budget=update_budget(team),
+            post_budgets=post_budgets(team, channel),
         )
 
     @property

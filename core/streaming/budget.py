@@ -1,10 +1,19 @@
-"""Edit budgets shared by every stream that names the same key (e.g. Slack's chat.update per workspace).
+"""Budgets shared by every stream (and request) that names the same key.
 
-Each key is a token bucket (`burst` at once, then `rate` per second). Streams queue for a token in
+Each key is a token bucket (`burst` at once, then `rate` per second); a budget with a `window` also
+never grants more than `burst` operations in any `window` seconds. Callers queue for a token in
 arrival order, and a stream asks for its next token only after using the previous one, so the queue
 is a round robin: fifty concurrent replies each get an edit in turn rather than a few of them
-starving. Final texts (the ones a reader must get) are served before intermediate updates. A 429 on
-any stream blocks the whole key for its Retry-After, since the platform counts the key, not the stream.
+starving. Urgent operations (final texts, placeholders, any request made outside the renderer) are
+served before intermediate updates, so intermediate updates stretch out while a budget is busy and
+cost nothing that a reader must wait for. A 429 on any stream blocks the whole key for its
+Retry-After, since the platform counts the key, not the stream.
+
+Two layers may pace one request: the renderer, which knows what is urgent, and an adapter's HTTP
+layer, which sees every request (also those the platform's SDK makes on its own, such as retries).
+The renderer takes its tokens first and makes its call inside `paid(...)`; the HTTP layer's
+`charge(...)` then takes nothing more for that call's first request, so each request costs one
+token, granted in the renderer's order and just before it leaves.
 """
 
 from __future__ import annotations
@@ -12,82 +21,137 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass
 
 from core.surface import EditBudget
 
 _MIN_RATE = 1e-6  # a misconfigured rate of 0 slows a key to a crawl instead of dividing by zero
+# A token the renderer took pays for its call's request only if the request leaves this soon after;
+# one held up longer (the SDK waited on a bucket of its own) is charged again when it leaves.
+PAID_TOKEN_LIFETIME = 0.05
+
+
+@dataclass(slots=True)
+class _Credit:
+    keys: set[str]  # budgets already paid for the next request of this call
+    until: float  # monotonic time after which the credit is worth nothing
+
+
+_credit: ContextVar[_Credit | None] = ContextVar("threadline_budget_credit", default=None)
 
 
 class _Bucket:
     def __init__(self, budget: EditBudget, now: float) -> None:
         self.rate = 1.0
         self.burst = 1
+        self.window = 0.0
         self.update(budget)
         self.tokens = float(self.burst)
         self.updated = now
         self.blocked_until = now
-        self.finals: deque[asyncio.Future[None]] = deque()
+        self.recent: deque[float] = deque()  # grant times, the last `burst` (window budgets only)
+        self.urgent: deque[asyncio.Future[None]] = deque()
         self.others: deque[asyncio.Future[None]] = deque()
         self.timer: asyncio.TimerHandle | None = None
 
     def update(self, budget: EditBudget) -> None:
         self.rate = max(budget.rate, _MIN_RATE)
         self.burst = max(budget.burst, 1)
+        self.window = max(budget.window, 0.0)
 
     def refill(self, now: float) -> None:
         if now > self.updated:
             self.tokens = min(float(self.burst), self.tokens + (now - self.updated) * self.rate)
             self.updated = now
 
-    def can_take(self, now: float) -> bool:
+    def delay(self, now: float) -> float:
+        """Seconds until a token may be taken (0.0: now)."""
         self.refill(now)
-        return now >= self.blocked_until and self.tokens >= 1.0
+        wait = self.blocked_until - now
+        if self.tokens < 1.0:
+            wait = max(wait, (1.0 - self.tokens) / self.rate)
+        if self.window > 0 and len(self.recent) >= self.burst:
+            wait = max(wait, self.recent[-self.burst] + self.window - now)
+        return max(wait, 0.0)
+
+    def can_take(self, now: float) -> bool:
+        return self.delay(now) <= 0.0
+
+    def take(self, now: float) -> None:
+        self.tokens -= 1.0
+        if self.window > 0:
+            self.recent.append(now)
+            while len(self.recent) > self.burst:
+                self.recent.popleft()
+
+    def give_back(self) -> None:
+        """A token granted to a caller that gave up (a window slot stays used: the safe side)."""
+        self.tokens = min(self.tokens + 1.0, float(self.burst))
 
     def next_waiter(self) -> asyncio.Future[None] | None:
-        for queue in (self.finals, self.others):
+        for queue in (self.urgent, self.others):
             if queue:
                 return queue.popleft()
         return None
 
     def has_waiters(self) -> bool:
-        return bool(self.finals or self.others)
-
-    def delay(self, now: float) -> float:
-        """Seconds until a token may be taken."""
-        self.refill(now)
-        wait_for_token = (1.0 - self.tokens) / self.rate if self.tokens < 1.0 else 0.0
-        return max(self.blocked_until - now, wait_for_token, 0.0)
+        return bool(self.urgent or self.others)
 
 
 class EditBudgets:
-    """The process-wide registry of shared edit budgets."""
+    """The process-wide registry of shared budgets."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._buckets: dict[str, _Bucket] = {}
 
-    async def acquire(self, budget: EditBudget, *, final: bool = False) -> None:
-        """Wait for one operation's worth of `budget`, first come first served (finals first)."""
+    async def acquire(self, budget: EditBudget, *, urgent: bool = False) -> None:
+        """Wait for one operation's worth of `budget`, first come first served (urgent ones first)."""
         now = self._clock()
         bucket = self._bucket(budget, now)
         if not bucket.has_waiters() and bucket.can_take(now):
-            bucket.tokens -= 1.0
+            bucket.take(now)
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        (bucket.finals if final else bucket.others).append(waiter)
+        (bucket.urgent if urgent else bucket.others).append(waiter)
         self._schedule(bucket)
         try:
             await waiter
         except asyncio.CancelledError:
             if waiter.done() and not waiter.cancelled():
-                bucket.tokens = min(bucket.tokens + 1.0, float(bucket.burst))  # granted as the caller gave up
+                bucket.give_back()  # granted as the caller gave up
                 self._dispatch(bucket)
             else:
-                for queue in (bucket.finals, bucket.others):
+                for queue in (bucket.urgent, bucket.others):
                     if waiter in queue:
                         queue.remove(waiter)
             raise
+
+    async def acquire_all(self, budgets: Sequence[EditBudget], *, urgent: bool = False) -> None:
+        """`acquire` each of `budgets` in turn (the most contended, e.g. a global one, last)."""
+        for budget in budgets:
+            await self.acquire(budget, urgent=urgent)
+
+    @contextmanager
+    def paid(self, budgets: Iterable[EditBudget]) -> Iterator[None]:
+        """Within this block, the next `charge` of each of `budgets` is free: it was acquired already."""
+        token = _credit.set(_Credit({budget.key for budget in budgets}, self._clock() + PAID_TOKEN_LIFETIME))
+        try:
+            yield
+        finally:
+            _credit.reset(token)
+
+    async def charge(self, budget: EditBudget, *, urgent: bool = True) -> None:
+        """Pay for one request about to leave: nothing if the caller paid already (`paid`), else `acquire`."""
+        credit = _credit.get()
+        if credit is not None and budget.key in credit.keys:
+            credit.keys.discard(budget.key)  # it pays for one request only
+            if self._clock() <= credit.until:
+                return
+        await self.acquire(budget, urgent=urgent)
 
     def penalize(self, budget: EditBudget, retry_after: float) -> None:
         """The platform answered 429: nobody uses this budget before `retry_after` seconds pass."""
@@ -126,6 +190,6 @@ class EditBudgets:
             waiter = bucket.next_waiter()
             if waiter is None or waiter.done():
                 continue
-            bucket.tokens -= 1.0
+            bucket.take(now)
             waiter.set_result(None)
         self._schedule(bucket)

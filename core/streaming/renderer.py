@@ -2,7 +2,9 @@
 
 The engine pushes the model's deltas; a background task turns them into surface calls, one at a time
 per reply (so an older text can never land after a newer one), always sending the newest text,
-at most once per `min_edit_interval` per message and within the platform's shared edit budget.
+at most once per `min_edit_interval` per message and within the platform's shared budgets (each
+call waits for its turn there: the placeholder and final texts first, intermediate updates when
+nothing more urgent is waiting).
 `finish()` stops that task (never in the middle of a call) and delivers every part's final text,
 retrying within `final_deadline` and falling back to new messages when edits keep failing.
 
@@ -23,7 +25,16 @@ from typing import Literal
 
 from core.streaming.budget import EditBudgets
 from core.streaming.splitting import Part, ReplySplitter
-from core.surface import MarkdownFlavor, MessageGone, MessageRejected, RateLimited, Surface, SurfaceError
+from core.surface import (
+    EditBudget,
+    MarkdownFlavor,
+    MessageGone,
+    MessageRejected,
+    RateLimited,
+    Surface,
+    SurfaceError,
+    SurfaceLimits,
+)
 
 log = logging.getLogger("threadline.streaming")
 
@@ -34,6 +45,8 @@ _RETRY_MAX = 2.0
 # up to this much in all (a workspace with hundreds of replies at once drains its queue slowly).
 _MAX_BUDGET_QUEUEING = 900.0
 
+_Kind = Literal["edit", "post"]
+
 
 @dataclass(slots=True)
 class _Deadlines:
@@ -43,7 +56,7 @@ class _Deadlines:
     post: float
     queued: float = 0.0
 
-    def of(self, kind: Literal["edit", "post"]) -> float:
+    def of(self, kind: _Kind) -> float:
         return self.edit if kind == "edit" else self.post
 
     def shift(self, seconds: float) -> None:
@@ -53,6 +66,24 @@ class _Deadlines:
 
 
 _PAUSE_AFTER_FAILED_UPDATE = 0.25  # no intermediate update sooner than this after one failed
+
+
+@dataclass(frozen=True, slots=True)
+class _CallBudgets:
+    """What each kind of call waits for: its own budgets, then the per-request one (the most shared)."""
+
+    edit: tuple[EditBudget, ...]
+    post: tuple[EditBudget, ...]
+    request: EditBudget | None
+
+    @classmethod
+    def of(cls, limits: SurfaceLimits) -> _CallBudgets:
+        request = (limits.request_budget,) if limits.request_budget is not None else ()
+        edit = (limits.shared_budget,) if limits.shared_budget is not None else ()
+        return cls(edit=edit + request, post=limits.post_budgets + request, request=limits.request_budget)
+
+    def for_(self, kind: _Kind) -> tuple[EditBudget, ...]:
+        return self.edit if kind == "edit" else self.post
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,7 +118,7 @@ class ReplyRenderer:
         limits = surface.limits
         self._surface = surface
         self._budgets = budgets
-        self._budget = limits.shared_budget
+        self._call_budgets = _CallBudgets.of(limits)
         self._placeholder = limits.placeholder
         self._interval = limits.min_edit_interval if edit_interval is None else edit_interval
         self._final_deadline = final_deadline
@@ -185,12 +216,15 @@ class ReplyRenderer:
     # -- while the reply grows -------------------------------------------------------------------
 
     async def _post_placeholder(self) -> None:
+        budgets = self._call_budgets.post
+        await self._budgets.acquire_all(budgets, urgent=True)
         try:
-            message_id = await self._surface.post(self._placeholder)
+            with self._budgets.paid(budgets):
+                message_id = await self._surface.post(self._placeholder)
         except MessageGone:
             self._gone = True
         except RateLimited as exc:
-            self._rate_limited(exc)
+            self._rate_limited(exc, "post")
         except SurfaceError as exc:  # the first text will be posted instead
             log.warning("could not post the placeholder: %s", exc)
         else:
@@ -201,8 +235,10 @@ class ReplyRenderer:
             await self._changed.wait()
             self._changed.clear()
             while (target := self._next_target()) is not None:
-                await self._wait_turn(target)
-                progressed = await self._update(target)
+                kind: _Kind = "edit" if target < len(self._messages) else "post"
+                await self._wait_turn(target, kind)
+                with self._budgets.paid(self._call_budgets.for_(kind)):
+                    progressed = await self._update(target)
                 if self._finishing or self._gone:
                     return
                 if not progressed:
@@ -226,15 +262,17 @@ class ReplyRenderer:
             return index
         return None
 
-    async def _wait_turn(self, target: int) -> None:
+    async def _wait_turn(self, target: int, kind: _Kind) -> None:
         ready = self._not_before
-        if target < len(self._messages):
+        if kind == "edit":
             ready = max(ready, self._messages[target].last_edit + self._interval)
         delay = ready - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        if self._budget is not None:
-            await self._budgets.acquire(self._budget, final=target < len(self._splitter.finalised))
+        # An intermediate update yields to every urgent call: it is stretched out, not skipped, and
+        # shows the newest text when its turn comes (a finishing reply drops it from the queue).
+        final = target < len(self._splitter.finalised)
+        await self._budgets.acquire_all(self._call_budgets.for_(kind), urgent=final)
 
     async def _update(self, target: int) -> bool:
         """Send the newest text of message `target`; False when updates should pause."""
@@ -256,7 +294,7 @@ class ReplyRenderer:
                 await self._surface.edit(message.id, text)
                 message.shown = text
         except RateLimited as exc:
-            self._rate_limited(exc)
+            self._rate_limited(exc, "post" if message is None else "edit")
             return True
         except MessageGone:
             self._mark_gone(message)
@@ -333,9 +371,10 @@ class ReplyRenderer:
             message.last_edit = time.monotonic()
             try:
                 async with asyncio.timeout(deadlines.edit - time.monotonic()):
-                    await self._surface.edit(message.id, text)
+                    with self._budgets.paid(self._call_budgets.edit):
+                        await self._surface.edit(message.id, text)
             except RateLimited as exc:
-                self._rate_limited(exc)
+                self._rate_limited(exc, "edit")
                 continue
             except MessageGone:
                 self._mark_gone(message)
@@ -358,9 +397,10 @@ class ReplyRenderer:
                 return False
             try:
                 async with asyncio.timeout(deadlines.post - time.monotonic()):
-                    message_id = await self._surface.post(text)
+                    with self._budgets.paid(self._call_budgets.post):
+                        message_id = await self._surface.post(text)
             except RateLimited as exc:
-                self._rate_limited(exc)
+                self._rate_limited(exc, "post")
                 continue
             except MessageGone:
                 self._gone = True
@@ -376,9 +416,7 @@ class ReplyRenderer:
             return True
         raise AssertionError("unreachable")
 
-    async def _final_turn(
-        self, message: _Message | None, deadlines: _Deadlines, kind: Literal["edit", "post"]
-    ) -> bool:
+    async def _final_turn(self, message: _Message | None, deadlines: _Deadlines, kind: _Kind) -> bool:
         """Wait for this reply's interval, any Retry-After and a budget slot; False past the deadline.
 
         Time spent queued for the shared budget moves the deadlines: with many replies at once the
@@ -392,11 +430,12 @@ class ReplyRenderer:
         delay = ready - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
-        if self._budget is not None:
+        budgets = self._call_budgets.for_(kind)
+        if budgets:
             queued_since = time.monotonic()
             try:
                 async with asyncio.timeout(max(_MAX_BUDGET_QUEUEING - deadlines.queued, 0.0)):
-                    await self._budgets.acquire(self._budget, final=True)
+                    await self._budgets.acquire_all(budgets, urgent=True)
             except TimeoutError:
                 return False
             deadlines.shift(time.monotonic() - queued_since)
@@ -409,10 +448,13 @@ class ReplyRenderer:
 
     # -- shared --------------------------------------------------------------------------------------
 
-    def _rate_limited(self, exc: RateLimited) -> None:
+    def _rate_limited(self, exc: RateLimited, kind: _Kind) -> None:
+        """A 429 on this kind of call: its own budgets wait (not the per-request one, which the
+        platform would have named as such; adapters' HTTP layers penalize that themselves)."""
         self._not_before = max(self._not_before, time.monotonic() + exc.retry_after)
-        if self._budget is not None:
-            self._budgets.penalize(self._budget, exc.retry_after)
+        for budget in self._call_budgets.for_(kind):
+            if budget != self._call_budgets.request:
+                self._budgets.penalize(budget, exc.retry_after)
 
     def _mark_gone(self, message: _Message | None) -> None:
         self._gone = True
