@@ -63,7 +63,7 @@ async def test_edits_are_throttled_and_deltas_coalesced() -> None:
     await stream(renderer, WORDS, gap=0.003)  # ~0.4 s of deltas
     await renderer.finish()
     edits = surface.edits("m0")
-    gaps = [b.started - a.started for a, b in itertools.pairwise(edits)]
+    gaps = [b.started - a.started for a, b in itertools.pairwise(edits[:-1])]  # the final one may be sooner
     assert min(gaps) >= interval - 0.002
     assert 4 <= len(edits) < len(WORDS) / 4
 
@@ -78,7 +78,8 @@ async def test_the_first_text_replaces_the_placeholder_at_once() -> None:
     renderer.push(" there")
     result = await renderer.finish()
     first, final = surface.edits("m0")
-    assert final.started - first.started >= 0.3 - 0.002  # the final edit honours the interval too
+    # The finished text goes out at once: only intermediate edits keep the interval.
+    assert final.started - first.started < 0.1
     assert result.parts == ["Hello there"]
 
 

@@ -366,7 +366,7 @@ class ReplyRenderer:
 
     async def _final_edit(self, message: _Message, text: str, deadlines: _Deadlines) -> _Outcome:
         for attempt in itertools.count():
-            if not await self._final_turn(message, deadlines, "edit"):
+            if not await self._final_turn(deadlines, "edit"):
                 return _Outcome.FAILED
             message.last_edit = time.monotonic()
             try:
@@ -392,7 +392,7 @@ class ReplyRenderer:
 
     async def _final_post(self, text: str, deadlines: _Deadlines) -> bool:
         for attempt in itertools.count():
-            if not await self._final_turn(None, deadlines, "post"):
+            if not await self._final_turn(deadlines, "post"):
                 log.error("could not deliver a reply's final text before the deadline")
                 return False
             try:
@@ -416,15 +416,15 @@ class ReplyRenderer:
             return True
         raise AssertionError("unreachable")
 
-    async def _final_turn(self, message: _Message | None, deadlines: _Deadlines, kind: _Kind) -> bool:
-        """Wait for this reply's interval, any Retry-After and a budget slot; False past the deadline.
+    async def _final_turn(self, deadlines: _Deadlines, kind: _Kind) -> bool:
+        """Wait for any Retry-After and a budget slot; False past the deadline.
 
+        The final text does not wait out the interval since the last intermediate edit (up to a
+        second of a finished reply looking unfinished): the platform's budgets still pace it.
         Time spent queued for the shared budget moves the deadlines: with many replies at once the
         queue is long but always moving, and giving up on it would lose final texts.
         """
         ready = self._not_before
-        if message is not None:
-            ready = max(ready, message.last_edit + self._interval)
         if ready >= deadlines.of(kind):
             return False
         delay = ready - time.monotonic()
