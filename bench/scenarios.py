@@ -19,6 +19,7 @@ from bench.world import Platform, Reply, World
 from core.types import ConversationKey
 
 STREAM_SECONDS = 0.02 * 150  # one answer streams for about this long
+DISCORD_BUCKET_WINDOW = 5.5  # s: Discord's per-channel buckets allow 5 requests per 5 s
 SLACK_SPACING = 2.6  # s between overhead samples on Slack: the workspace's chat.update budget refills
 DISCORD_SPACING = 0.3
 # Seconds a concurrency row waits for its replies; a text not exact by then counts as not exact.
@@ -60,8 +61,12 @@ async def _warm_up(world: World, tag: str, quick: bool = False) -> None:
     """One short conversation: imports, connections and caches of a fresh process are paid here."""
     sent = await world.mention(tag, 0)
     await world.settle([sent], 30)
-    if world.platform == "slack" and not quick:
+    if quick:
+        return
+    if world.platform == "slack":
         await asyncio.sleep(SLACK_SPACING)  # give back the workspace budget it used
+    else:  # its thread took one of channel 0's 5 per 5 s: give it back before the row starts
+        await asyncio.sleep(DISCORD_BUCKET_WINDOW)
 
 
 # --------------------------------------------------------------------------- overhead
