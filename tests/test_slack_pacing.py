@@ -55,9 +55,6 @@ async def test_a_crowd_of_mentions_gets_every_answer_without_a_429(
     llm.default = model_reply
     fake = BenchSlack(channels=2)
     async with SlackHarness.running(tmp_path, llm=llm, fake=fake) as slack:
-        # The person is looked up once first (40 lookups of one new person at once would be refused
-        # by users.info's own limit, which this test is not about).
-        await slack.say(f"<@{fake.bot_user_id}> q99", channel=fake.channel_ids[0])
         mentions = [(f"q{n}", fake.channel_ids[n % 2]) for n in range(40)]
         said: list[Said] = list(
             await asyncio.gather(
@@ -75,4 +72,5 @@ async def test_a_crowd_of_mentions_gets_every_answer_without_a_429(
             while not exact():
                 await asyncio.sleep(0.05)
         assert fake.limiter.rejected == {}
-        assert len(fake.calls_to("chat.postMessage")) == 41  # one message per reply, no retries
+        assert len(fake.calls_to("chat.postMessage")) == 40  # one message per reply, no retries
+        assert len(fake.calls_to("users.info")) == 1  # 40 mentions by one new person: one lookup

@@ -37,6 +37,7 @@ class UserDirectory:
         self._client = client
         self._clock = clock
         self._names: OrderedDict[str, tuple[str, float]] = OrderedDict()
+        self._looking_up: dict[str, asyncio.Task[dict[str, Any] | None]] = {}
 
     async def _info(self, user_id: str) -> dict[str, Any] | None:
         try:
@@ -56,7 +57,7 @@ class UserDirectory:
         if cached is not None and cached[1] > self._clock():
             self._names.move_to_end(user_id)
             return cached[0]
-        user = await self._info(user_id)
+        user = await self._shared_info(user_id)
         if user is None:
             return cached[0] if cached is not None else user_id
         name = display_name(user)
@@ -65,6 +66,15 @@ class UserDirectory:
         while len(self._names) > CACHE_SIZE:
             self._names.popitem(last=False)
         return name
+
+    async def _shared_info(self, user_id: str) -> dict[str, Any] | None:
+        """One users.info call per user at a time: 40 mentions by a new person cost one lookup."""
+        lookup = self._looking_up.get(user_id)
+        if lookup is None:
+            lookup = asyncio.create_task(self._info(user_id))
+            self._looking_up[user_id] = lookup
+            lookup.add_done_callback(lambda _: self._looking_up.pop(user_id, None))
+        return await asyncio.shield(lookup)
 
     async def names(self, user_ids: Iterable[str]) -> dict[str, str]:
         ids = sorted(set(user_ids))
