@@ -62,6 +62,10 @@ class SurfaceLimits:
     placeholder: str = "_Thinking…_"
     post_budgets: tuple[EditBudget, ...] = ()  # budgets for posts, e.g. per channel and per workspace
     request_budget: EditBudget | None = None  # budget for every call, post or edit
+    # At most this many replies stream at once against `shared_budget` (0: no limit); the others
+    # are delivered whole, in new messages, when they are finished. Streaming more than an edit
+    # budget can serve only postpones every reply's final text behind everyone's edits.
+    streams_at_once: int = 0
 
 
 class SurfaceError(Exception):

@@ -15,6 +15,7 @@ import pytest
 import bench.limits
 import bots.slack.surface
 from bench.platforms import BenchSlack
+from bots.slack.surface import STREAMS_PER_WORKSPACE
 from tests.fakes.openai_server import FakeOpenAI, StreamReply
 from tests.slack_harness import Said, SlackHarness
 
@@ -74,3 +75,9 @@ async def test_a_crowd_of_mentions_gets_every_answer_without_a_429(
         assert fake.limiter.rejected == {}
         assert len(fake.calls_to("chat.postMessage")) == 40  # one message per reply, no retries
         assert len(fake.calls_to("users.info")) == 1  # 40 mentions by one new person: one lookup
+        # Three replies streamed (placeholder, then edits); the rest arrived whole, in one post each.
+        replies = [slack.bot_messages(s.channel, s.ts) for s in said]
+        assert all(len(reply) == 1 for reply in replies)
+        streamed = [reply for [reply] in replies if reply.versions[0] == "_Thinking…_"]
+        assert len(streamed) == STREAMS_PER_WORKSPACE
+        assert all(len(reply.versions) == 1 for [reply] in replies if reply not in streamed)

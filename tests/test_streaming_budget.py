@@ -6,6 +6,8 @@ import asyncio
 import dataclasses
 import time
 
+import pytest
+
 from core.streaming import EditBudgets, ReplyRenderer
 from core.streaming.budget import PAID_TOKEN_LIFETIME
 from core.surface import EditBudget
@@ -189,3 +191,19 @@ async def test_intermediate_updates_wait_while_placeholders_and_finals_go_first(
     assert finals_took < 0.15 and placeholders_took < 0.22
     calls = sorted(c.started for s in surfaces for c in s.calls)
     assert most_in_any_window(calls, request.rate, request.burst, jitter=0.01) <= 0
+
+
+async def test_intermediate_updates_leave_a_token_for_each_streaming_replys_final_text() -> None:
+    budget = EditBudget(key="ws:edits", rate=0.01, burst=5)  # practically no refill during the test
+    budgets = EditBudgets()
+    assert budgets.open_stream(budget, 3) and budgets.open_stream(budget, 3)
+    assert budgets.open_stream(budget, 3)
+    assert not budgets.open_stream(budget, 3)  # a fourth reply is delivered whole instead
+    for _ in range(2):  # 5 tokens, 3 owed to final texts: two intermediate updates go at once
+        await asyncio.wait_for(budgets.acquire(budget), 0.1)
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(budgets.acquire(budget), 0.1)
+    for _ in range(3):  # the final texts still get theirs
+        await asyncio.wait_for(budgets.acquire(budget, urgent=True), 0.1)
+    budgets.close_stream(budget)
+    assert budgets.open_stream(budget, 3)

@@ -247,3 +247,30 @@ async def test_push_is_cheap_and_never_waits() -> None:
     assert time.perf_counter() - began < 0.01
     result = await renderer.finish()
     assert result.parts == ["".join(WORDS)]
+
+
+async def test_beyond_the_streams_a_budget_serves_replies_arrive_whole_and_exact() -> None:
+    from core.surface import EditBudget
+
+    budget = EditBudget(key="workspace:edits", rate=50 / 60, burst=5)
+    budgets = EditBudgets()
+    surfaces = [FakeSurface(limits(shared_budget=budget, streams_at_once=2)) for _ in range(3)]
+    renderers = [ReplyRenderer(surface, budgets) for surface in surfaces]
+    for renderer in renderers:
+        await renderer.start()
+    assert [r.streaming for r in renderers] == [True, True, False]
+    # The third shows nothing while it grows: no placeholder, no edits.
+    renderers[2].push("Whole ")
+    await asyncio.sleep(0.05)
+    assert surfaces[2].calls == []
+    renderers[2].push("answer.")
+    result = await renderers[2].finish()
+    assert surfaces[2].final_texts() == ["Whole answer."] and result.parts == ["Whole answer."]
+    assert [call.kind for call in surfaces[2].calls] == ["post"]
+    # A finished stream frees its place for the next reply.
+    renderers[0].push("First.")
+    await renderers[0].finish()
+    later = ReplyRenderer(FakeSurface(limits(shared_budget=budget, streams_at_once=2)), budgets)
+    await later.start()
+    assert later.streaming
+    await asyncio.gather(renderers[1].finish(), later.finish())

@@ -30,6 +30,10 @@ MAX_MESSAGE_BYTES = 3_500
 DEFAULT_EDIT_INTERVAL = 1.0  # seconds between two edits of one message
 UPDATE_RATE_PER_MINUTE = 50  # chat.update is Tier 3, shared by every stream in the workspace
 UPDATE_BURST = 5
+# Each streaming reply needs two chat.update calls soon (its first words, its final text); three
+# replies fit the burst give or take one refill (1.2 s). Beyond three at once, a workspace's replies
+# arrive whole instead, as new messages (chat.postMessage has a budget of its own, ~6× larger).
+STREAMS_PER_WORKSPACE = 3
 # chat.postMessage: "1 per second per channel, short bursts allowed" and "several hundred per minute"
 # per workspace (assumed: bursts of 5 and 50). Each burst here is smaller, at the same rate: a post
 # reaches Slack some milliseconds after its turn, not always as late as the one before, and the
@@ -130,6 +134,7 @@ class SlackSurface:
             markdown=MarkdownFlavor.SLACK_MRKDWN,
             shared_budget=update_budget(team),
             post_budgets=post_budgets(team, channel),
+            streams_at_once=STREAMS_PER_WORKSPACE,
         )
 
     @property

@@ -56,6 +56,7 @@ class _Bucket:
         self.urgent: deque[asyncio.Future[None]] = deque()
         self.others: deque[asyncio.Future[None]] = deque()
         self.timer: asyncio.TimerHandle | None = None
+        self.reserved = 0  # replies streaming on this budget, each owed a token for its final text
 
     def update(self, budget: EditBudget) -> None:
         self.rate = max(budget.rate, _MIN_RATE)
@@ -67,18 +68,23 @@ class _Bucket:
             self.tokens = min(float(self.burst), self.tokens + (now - self.updated) * self.rate)
             self.updated = now
 
-    def delay(self, now: float) -> float:
-        """Seconds until a token may be taken (0.0: now)."""
+    def delay(self, now: float, urgent: bool = True) -> float:
+        """Seconds until a token may be taken (0.0: now); an intermediate update also leaves the
+        tokens reserved for the final texts of the replies streaming on this budget."""
         self.refill(now)
         wait = self.blocked_until - now
-        if self.tokens < 1.0:
-            wait = max(wait, (1.0 - self.tokens) / self.rate)
+        needed = 1.0 if urgent else 1.0 + min(self.reserved, self.burst - 1)
+        if self.tokens < needed:
+            wait = max(wait, (needed - self.tokens) / self.rate)
         if self.window > 0 and len(self.recent) >= self.burst:
             wait = max(wait, self.recent[-self.burst] + self.window - now)
         return max(wait, 0.0)
 
-    def can_take(self, now: float) -> bool:
-        return self.delay(now) <= 0.0
+    def can_take(self, now: float, urgent: bool = True) -> bool:
+        return self.delay(now, urgent) <= 0.0
+
+    def next_is_urgent(self) -> bool:
+        return bool(self.urgent)
 
     def take(self, now: float) -> None:
         self.tokens -= 1.0
@@ -108,11 +114,25 @@ class EditBudgets:
         self._clock = clock
         self._buckets: dict[str, _Bucket] = {}
 
+    def open_stream(self, budget: EditBudget, at_once: int) -> bool:
+        """Count one more reply streaming on `budget`, unless `at_once` already are; while it streams,
+        intermediate updates leave a token for its final text."""
+        bucket = self._bucket(budget, self._clock())
+        if bucket.reserved >= at_once:
+            return False
+        bucket.reserved += 1
+        return True
+
+    def close_stream(self, budget: EditBudget) -> None:
+        bucket = self._bucket(budget, self._clock())
+        bucket.reserved = max(bucket.reserved - 1, 0)
+        self._dispatch(bucket)
+
     async def acquire(self, budget: EditBudget, *, urgent: bool = False) -> None:
         """Wait for one operation's worth of `budget`, first come first served (urgent ones first)."""
         now = self._clock()
         bucket = self._bucket(budget, now)
-        if not bucket.has_waiters() and bucket.can_take(now):
+        if not bucket.has_waiters() and bucket.can_take(now, urgent):
             bucket.take(now)
             return
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -177,7 +197,7 @@ class EditBudgets:
     def _schedule(self, bucket: _Bucket) -> None:
         if bucket.timer is not None or not bucket.has_waiters():
             return
-        delay = bucket.delay(self._clock())
+        delay = bucket.delay(self._clock(), bucket.next_is_urgent())
         bucket.timer = asyncio.get_running_loop().call_later(delay, self._on_timer, bucket)
 
     def _on_timer(self, bucket: _Bucket) -> None:
@@ -186,7 +206,7 @@ class EditBudgets:
 
     def _dispatch(self, bucket: _Bucket) -> None:
         now = self._clock()
-        while bucket.has_waiters() and bucket.can_take(now):
+        while bucket.has_waiters() and bucket.can_take(now, bucket.next_is_urgent()):
             waiter = bucket.next_waiter()
             if waiter is None or waiter.done():
                 continue

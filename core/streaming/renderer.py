@@ -8,6 +8,11 @@ nothing more urgent is waiting).
 `finish()` stops that task (never in the middle of a call) and delivers every part's final text,
 retrying within `final_deadline` and falling back to new messages when edits keep failing.
 
+When the surface limits how many replies stream at once on its edit budget (`streams_at_once`) and
+that many already do, a reply is delivered whole instead: no placeholder and no edits, its final
+text posted as new messages when it is finished (Slack's ~50 edits per minute per workspace cannot
+stream fifty replies; posting is budgeted separately and far more generously).
+
 A message deleted under us (`MessageGone`) sets `gone`: the engine stops generating, and nothing
 more is posted, since deleting the reply is how a person says they do not want it.
 """
@@ -144,6 +149,13 @@ class ReplyRenderer:
         self._gone = False
         self._not_before = 0.0  # no call before this time (a Retry-After on this reply)
         self._result: RenderResult | None = None
+        self._streaming_against: EditBudget | None = None  # holds one of its `streams_at_once`
+        self._whole = False  # delivered whole when finished: no placeholder, no edits
+
+    @property
+    def streaming(self) -> bool:
+        """False when this reply is delivered whole (too many others are streaming on its budget)."""
+        return not self._whole
 
     @property
     def gone(self) -> bool:
@@ -160,6 +172,10 @@ class ReplyRenderer:
         if self._started or self._finishing:
             return
         self._started = True
+        if not self._open_stream():
+            self._whole = True
+            self._start_done.set()
+            return
         try:
             if self._placeholder:
                 await self._post_placeholder()
@@ -197,6 +213,9 @@ class ReplyRenderer:
                     parts = [self._splitter.notice_part(EMPTY_REPLY)]
                 delivered = await self._deliver(parts, deadlines)
         finally:
+            if self._streaming_against is not None:
+                self._budgets.close_stream(self._streaming_against)
+                self._streaming_against = None
             if self._task is not None and not self._task.done():  # finish() itself was cancelled
                 self._task.cancel()
         self._result = RenderResult(
@@ -214,6 +233,16 @@ class ReplyRenderer:
         return await self.finish(message)
 
     # -- while the reply grows -------------------------------------------------------------------
+
+    def _open_stream(self) -> bool:
+        limits = self._surface.limits
+        budget = limits.shared_budget
+        if not limits.streams_at_once or budget is None:
+            return True
+        if not self._budgets.open_stream(budget, limits.streams_at_once):
+            return False
+        self._streaming_against = budget
+        return True
 
     async def _post_placeholder(self) -> None:
         budgets = self._call_budgets.post
