@@ -1,9 +1,11 @@
 """Per-channel behaviour settings (the persona choice lives in `core.personas.service`).
 
 Messages read their channel's settings before anything is posted, so the settings of a workspace are
-read together (one query for all its channels) and kept in memory for `SETTINGS_TTL` seconds. A
+read together (one query for all its channels) and kept in memory for `SETTINGS_TTL` seconds; a
+snapshot up to a minute old still answers a message while it is refreshed in the background. A
 change made through this process (`update`) is seen at once; a change made by another replica sharing
-the database is seen here within the TTL.
+the database is seen here within the TTL, or by the second message after it once the workspace was
+quiet for longer.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from core.storage.rows import get_or_create
 
 _FLAGS = ("follow_up_in_threads", "reply_in_thread", "allow_bots")
 SETTINGS_TTL = 5.0
+STALE_GRACE = 55.0  # seconds past the TTL a snapshot may still answer once while it is refreshed
 CACHED_WORKSPACES = 1024
 
 _Workspace = tuple[str, str]  # (platform, workspace)
@@ -90,12 +93,17 @@ class ChannelSettingsService:
 
     async def _snapshot(self, workspace: _Workspace) -> _Snapshot:
         cached = self._cached.get(workspace)
-        if cached is not None and cached[1] > self._clock():
+        now = self._clock()
+        if cached is not None and cached[1] > now:
             return cached[0]
         reading = self._reading.get(workspace)
         if reading is None:
             reading = asyncio.create_task(self._read(workspace))
             self._reading[workspace] = reading
+        if cached is not None and cached[1] + STALE_GRACE > now:
+            # Slightly old: answer with it now and refresh for the next message, so a message
+            # after a quiet spell does not wait for the database before its placeholder.
+            return cached[0]
         return await asyncio.shield(reading)
 
     async def _read(self, workspace: _Workspace) -> _Snapshot:
