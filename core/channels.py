@@ -27,6 +27,7 @@ from core.storage.rows import get_or_create
 _FLAGS = ("follow_up_in_threads", "reply_in_thread", "allow_bots")
 SETTINGS_TTL = 5.0
 STALE_GRACE = 55.0  # seconds past the TTL a snapshot may still answer once while it is refreshed
+REFRESH_DELAY = 0.05  # seconds between answering from an old snapshot and re-reading it
 CACHED_WORKSPACES = 1024
 
 _Workspace = tuple[str, str]  # (platform, workspace)
@@ -70,6 +71,7 @@ class ChannelSettingsService:
         self._clock = clock
         self._cached: OrderedDict[_Workspace, tuple[_Snapshot, float]] = OrderedDict()
         self._reading: dict[_Workspace, asyncio.Task[_Snapshot]] = {}
+        self._refreshing: set[_Workspace] = set()  # re-reads scheduled (REFRESH_DELAY)
         self._updates = 0  # a read that overlapped an update must not be kept
 
     async def get(self, platform: str, workspace: str, channel: str) -> ChannelSettings:
@@ -96,15 +98,23 @@ class ChannelSettingsService:
         now = self._clock()
         if cached is not None and cached[1] > now:
             return cached[0]
+        if cached is not None and cached[1] + STALE_GRACE > now:
+            # Slightly old: answer with it now and refresh it for the next message, a moment later
+            # so that the refresh does not compete with this message's first reply.
+            if workspace not in self._reading and workspace not in self._refreshing:
+                self._refreshing.add(workspace)
+                asyncio.get_running_loop().call_later(REFRESH_DELAY, self._refresh, workspace)
+            return cached[0]
         reading = self._reading.get(workspace)
         if reading is None:
             reading = asyncio.create_task(self._read(workspace))
             self._reading[workspace] = reading
-        if cached is not None and cached[1] + STALE_GRACE > now:
-            # Slightly old: answer with it now and refresh for the next message, so a message
-            # after a quiet spell does not wait for the database before its placeholder.
-            return cached[0]
         return await asyncio.shield(reading)
+
+    def _refresh(self, workspace: _Workspace) -> None:
+        self._refreshing.discard(workspace)
+        if workspace not in self._reading:
+            self._reading[workspace] = asyncio.create_task(self._read(workspace))
 
     async def _read(self, workspace: _Workspace) -> _Snapshot:
         """One workspace's settings from the database, kept unless an update ran meanwhile."""
