@@ -11,6 +11,8 @@ import asyncio
 import json
 import os
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import aiohttp
@@ -72,12 +74,8 @@ class ChunkStream:
     async def _read(self) -> None:
         if self._read_interval:
             await self._hold_reads()
-        try:
+        with _network_failures(dropped=True):
             data = await self._response.content.readany()
-        except aiohttp.ServerTimeoutError as exc:
-            raise ProviderTimedOut(str(exc) or "read timed out") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise ProviderUnreachable(repr(exc), dropped=True) from exc
         if data:
             self._pending.extend(self._decoder.feed(data))
         else:
@@ -153,14 +151,10 @@ class OpenAIWire:
 
     async def _request(self, method: str, path: str, body: dict[str, Any] | None) -> aiohttp.ClientResponse:
         payload = None if body is None else json.dumps(body, ensure_ascii=False).encode()
-        try:
+        with _network_failures(dropped=False):
             response = await self._pool().request(
                 method, self.base_url + path, data=payload, headers=self._headers
             )
-        except aiohttp.ServerTimeoutError as exc:
-            raise ProviderTimedOut(str(exc) or "connection timed out") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise ProviderUnreachable(repr(exc)) from exc
         if response.status >= 400:
             raise await self._error(response)
         return response
@@ -181,15 +175,14 @@ class OpenAIWire:
 
     async def _json(self, response: aiohttp.ClientResponse) -> Any:
         try:
-            return json.loads(await response.read())
-        except ValueError as exc:
-            raise MalformedResponse(f"invalid JSON: {exc}") from None
-        except aiohttp.ServerTimeoutError as exc:
-            raise ProviderTimedOut(str(exc) or "read timed out") from exc
-        except (aiohttp.ClientError, OSError) as exc:
-            raise ProviderUnreachable(repr(exc), dropped=True) from exc
+            with _network_failures(dropped=True):
+                raw = await response.read()
         finally:
             response.close()
+        try:
+            return json.loads(raw)
+        except ValueError as exc:
+            raise MalformedResponse(f"invalid JSON: {exc}") from None
 
     def _pool(self) -> aiohttp.ClientSession:
         if self._session is None:
@@ -199,6 +192,17 @@ class OpenAIWire:
                 connector=connector, trust_env=True, timeout=aiohttp.ClientTimeout(total=None)
             )
         return self._session
+
+
+@contextmanager
+def _network_failures(*, dropped: bool) -> Iterator[None]:
+    """aiohttp's and the socket's errors as ProviderFailures; `dropped`: a response had begun."""
+    try:
+        yield
+    except aiohttp.ServerTimeoutError as exc:  # before ClientError, which it also is
+        raise ProviderTimedOut(str(exc) or "timed out") from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        raise ProviderUnreachable(repr(exc), dropped=dropped) from exc
 
 
 class _WholeStream(ChunkStream):
