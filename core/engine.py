@@ -105,9 +105,6 @@ class _Run:
         tokens = count_message_tokens(message.role, message.content, self.model)
         return ContextMessage(message.role, message.content, tokens)
 
-    def bounded(self, role: str, content: str) -> ContextMessage:
-        return ContextMessage(role, content, message_token_bound(role, content), exact=False)
-
     def encoding_of(self, message: ContextMessage) -> str:
         return self.encoding if message.exact else BOUND_ENCODING
 
@@ -205,31 +202,26 @@ class Engine:
             started=started,
             persona=persona,
             encoding=encoding_name_for_model(model),
-            system=ContextMessage(
-                "system", persona.system_prompt, message_token_bound("system", persona.system_prompt), False
-            ),
-            newest=ContextMessage("user", content, message_token_bound("user", content), exact=False),
+            system=_bounded("system", persona.system_prompt),
+            newest=_bounded("user", content),
             budget=Budget.for_window(
                 context_window(model, persona.context_window, self._windows.overrides, self._windows.default),
                 persona.max_tokens,
             ),
         )
         refusal = await self._refusal(run)
+        message = self._user_message(run, "refused" if refusal else "complete")
         owner = self._leases.new_owner()
         # The common case in one transaction: open the conversation, take its lease, store the message.
         opened = await self._conversations.open(
-            turn.key,
-            lambda conversation_id: self._leases.take(conversation_id, owner),
-            self._user_message(run, "refused" if refusal else "complete"),
+            turn.key, lambda conversation_id: self._leases.take(conversation_id, owner), message
         )
         run.conversation_id, run.history_start = opened.conversation_id, opened.history_start
         async with self._leases.hold(run.conversation_id, owner=owner, taken=opened.lease_taken):
             if opened.message_id is not None:
                 run.user_id = opened.message_id
             else:  # the lease was busy: the message goes in once it is ours
-                run.user_id = await self._conversations.add_message(
-                    run.conversation_id, **self._user_message(run, "refused" if refusal else "complete")
-                )
+                run.user_id = await self._conversations.add_message(run.conversation_id, **message)
             if refusal is not None:
                 return await self._refuse(run, refusal)
             return await self._answer(run)
@@ -389,7 +381,7 @@ class Engine:
             return ContextMessage(role, content, tokens)
         if encoding == BOUND_ENCODING:
             return ContextMessage(role, content, tokens, exact=False)
-        return run.bounded(role, content)  # counted for another model family: its count says nothing
+        return _bounded(role, content)  # counted for another model family: its count says nothing
 
     async def _finish(self, run: _Run, text: str, end: StreamEnd | None, stopped: bool) -> TurnResult:
         persona = run.persona
@@ -463,6 +455,11 @@ class Engine:
         except Exception:  # the platform itself is failing: the log is all that is left
             log.exception("could not show the failure note")
             return None
+
+
+def _bounded(role: str, content: str) -> ContextMessage:
+    """A message counted by its free upper bound (see core.tokens.message_token_bound)."""
+    return ContextMessage(role, content, message_token_bound(role, content), exact=False)
 
 
 def _is_json(text: str) -> bool:
