@@ -62,12 +62,8 @@ def channel_budget(channel_id: int | str, action: str) -> EditBudget:
 def discord_limits(channel_id: int, edit_interval: float | None = None) -> SurfaceLimits:
     """Limits of a reply in `channel_id`: posts and edits share that channel's buckets with every
     other stream, and every call counts toward the bot's global requests per second."""
-    interval = DEFAULT_EDIT_INTERVAL if edit_interval is None else edit_interval
-    return SurfaceLimits(
-        max_length=MAX_LENGTH,
-        length_unit="chars",
-        min_edit_interval=interval,
-        markdown=MarkdownFlavor.COMMONMARK,
+    return _reply_limits(
+        edit_interval,
         shared_budget=channel_budget(channel_id, "edits"),
         post_budgets=(channel_budget(channel_id, "posts"),),
         request_budget=GLOBAL_REQUESTS,
@@ -77,13 +73,25 @@ def discord_limits(channel_id: int, edit_interval: float | None = None) -> Surfa
 def interaction_limits(interaction_id: int, edit_interval: float | None = None) -> SurfaceLimits:
     """Limits of a slash command's reply: its response is the interaction's webhook message (a bucket
     per interaction token, outside the global limit); continuation parts are paced by the client."""
-    interval = DEFAULT_EDIT_INTERVAL if edit_interval is None else edit_interval
+    budget = EditBudget.windowed(f"discord:interaction:{interaction_id}", ROUTE_LIMIT, ROUTE_WINDOW)
+    return _reply_limits(edit_interval, shared_budget=budget)
+
+
+def _reply_limits(
+    edit_interval: float | None,
+    *,
+    shared_budget: EditBudget,
+    post_budgets: tuple[EditBudget, ...] = (),
+    request_budget: EditBudget | None = None,
+) -> SurfaceLimits:
     return SurfaceLimits(
         max_length=MAX_LENGTH,
         length_unit="chars",
-        min_edit_interval=interval,
+        min_edit_interval=DEFAULT_EDIT_INTERVAL if edit_interval is None else edit_interval,
         markdown=MarkdownFlavor.COMMONMARK,
-        shared_budget=EditBudget.windowed(f"discord:interaction:{interaction_id}", ROUTE_LIMIT, ROUTE_WINDOW),
+        shared_budget=shared_budget,
+        post_budgets=post_budgets,
+        request_budget=request_budget,
     )
 
 
