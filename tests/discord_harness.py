@@ -107,6 +107,18 @@ class DiscordWorld:
             return list((await session.scalars(select(MessageRow).order_by(MessageRow.id))).all())
 
 
+def isolate_discord_endpoints(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No proxy for loopback, and discord.py's endpoints (class attributes a fake server points at
+    itself) restored after the test."""
+    clear_proxy_env(monkeypatch)
+    monkeypatch.setattr(discord.http.Route, "BASE", discord.http.Route.BASE)
+    monkeypatch.setattr(
+        discord.gateway.DiscordWebSocket,
+        "DEFAULT_GATEWAY",
+        yarl.URL(str(discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)),
+    )
+
+
 def settings_for(tmp_path: Path, fake: FakeDiscord, llm: FakeOpenAI, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": f"sqlite:///{tmp_path / 'threadline.db'}",
@@ -127,14 +139,7 @@ def settings_for(tmp_path: Path, fake: FakeDiscord, llm: FakeOpenAI, **overrides
 async def discord_world(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **settings: Any
 ) -> AsyncIterator[DiscordWorld]:
-    clear_proxy_env(monkeypatch)
-    # discord.py keeps its endpoints in class attributes: restore them after the test.
-    monkeypatch.setattr(discord.http.Route, "BASE", discord.http.Route.BASE)
-    monkeypatch.setattr(
-        discord.gateway.DiscordWebSocket,
-        "DEFAULT_GATEWAY",
-        yarl.URL(str(discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)),
-    )
+    isolate_discord_endpoints(monkeypatch)
     fake = FakeDiscord()
     await fake.start()
     guild = fake.add_guild("Threadline Test")

@@ -16,7 +16,6 @@ from typing import Any
 import aiohttp
 import discord
 import pytest
-import yarl
 from aiohttp import web
 
 import bench.limits
@@ -28,7 +27,7 @@ from bots.discord.surface import GLOBAL_REQUESTS, channel_budget
 from core.app import Core
 from core.streaming import EditBudgets
 from core.surface import EditBudget
-from tests.discord_harness import settings_for
+from tests.discord_harness import isolate_discord_endpoints, settings_for
 from tests.fakes.openai_server import FakeOpenAI, StreamReply, clear_proxy_env
 
 WORDS = 40  # per answer, one chunk each
@@ -74,13 +73,7 @@ class LimitedDiscord:
 async def limited_discord(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, channels: int, chunk_delay: float = 0.005
 ) -> AsyncIterator[LimitedDiscord]:
-    clear_proxy_env(monkeypatch)
-    monkeypatch.setattr(discord.http.Route, "BASE", discord.http.Route.BASE)
-    monkeypatch.setattr(
-        discord.gateway.DiscordWebSocket,
-        "DEFAULT_GATEWAY",
-        yarl.URL(str(discord.gateway.DiscordWebSocket.DEFAULT_GATEWAY)),
-    )
+    isolate_discord_endpoints(monkeypatch)
     fake = BenchDiscord(channels=channels)
     await fake.start()
     llm = FakeOpenAI(default=model_reply(chunk_delay))
