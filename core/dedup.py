@@ -14,10 +14,11 @@ connection in a worker thread, whose hand-offs cost about a millisecond.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sqlite3
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -205,6 +206,12 @@ class _SqliteClaims:
 
 def _sqlite_time(moment: datetime) -> str:
     """`moment` as SQLAlchemy stores a DateTime in SQLite (text), so expiry compares it correctly."""
-    column = ProcessedEventRow.__table__.c.received_at
-    process = column.type.dialect_impl(_SQLITE).bind_processor(_SQLITE)
+    process = _received_at_processor()
     return str(process(moment) if process is not None else moment)
+
+
+@functools.cache
+def _received_at_processor() -> Callable[[Any], Any] | None:
+    """Looked up once: every claim on SQLite needs it before the reply's first post."""
+    column = ProcessedEventRow.__table__.c.received_at
+    return column.type.dialect_impl(_SQLITE).bind_processor(_SQLITE)
