@@ -25,7 +25,6 @@ from typing import Any
 
 from sqlalchemy import delete, event
 from sqlalchemy.dialects import sqlite
-from sqlalchemy.sql.dml import Insert
 
 from core.storage.database import Database
 from core.storage.models import ProcessedEventRow
@@ -132,15 +131,10 @@ class ProcessedEvents:
             if inserted is not None:
                 return inserted
         async with self._db.engine.begin() as connection:
-            result = await connection.execute(self._insert_ignoring_duplicates().values(rows))
+            result = await connection.execute(
+                self._db.insert_ignoring_duplicates(ProcessedEventRow).values(rows)
+            )
         return int(result.rowcount)
-
-    def _insert_ignoring_duplicates(self) -> Insert:
-        if self._db.is_sqlite:
-            return sqlite.insert(ProcessedEventRow).on_conflict_do_nothing()
-        from sqlalchemy.dialects import postgresql  # ~2 MiB that a SQLite deployment never needs
-
-        return postgresql.insert(ProcessedEventRow).on_conflict_do_nothing()
 
 
 class _SqliteClaims:

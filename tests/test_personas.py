@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
 from core.config import async_database_url
@@ -94,6 +96,28 @@ async def test_fresh_database_has_the_builtin_personas(service: PersonaService) 
     assert all(p.model == "test-model" for p in personas.values())
     await service.seed_builtins()  # idempotent
     assert len(await service.list()) == 5
+
+
+async def test_replicas_starting_together_seed_each_builtin_once(database_url: str) -> None:
+    """Every replica seeds at start-up; when they race, none fails and no persona appears twice."""
+    first = Database(async_database_url(database_url))
+    await upgrade(first)
+    others = [Database(async_database_url(database_url)) for _ in range(3)]
+    try:
+        services = [PersonaService(db, "test-model") for db in (first, *others)]
+        await asyncio.gather(*(service.seed_builtins() for service in services for _ in range(2)))
+        names = [persona.name for persona in await services[0].list()]
+        assert sorted(names) == ["assistant", "extractor", "legal-info", "python", "support"]
+    finally:
+        for db in (first, *others):
+            await db.aclose()
+
+
+async def test_seeding_again_keeps_an_edited_builtin(service: PersonaService) -> None:
+    edited = (await service.get("assistant")).model_copy(update={"system_prompt": "Answer in French."})  # type: ignore[union-attr]
+    await service.update("assistant", edited)
+    await service.seed_builtins()
+    assert (await service.get("assistant")).system_prompt == "Answer in French."  # type: ignore[union-attr]
 
 
 async def test_resolution_order_thread_channel_workspace_default(service: PersonaService) -> None:

@@ -78,14 +78,16 @@ class PersonaService:
         self._default_model = default_model
 
     async def seed_builtins(self) -> None:
-        """Insert the built-in personas that are missing (a fresh database gets all of them)."""
+        """Insert the built-in personas that are missing (a fresh database gets all of them).
+
+        Replicas starting together all seed: rows another one inserted first are skipped.
+        """
+        rows = [
+            {"builtin": True, **{name: getattr(persona, name) for name in _PERSONA_COLUMNS}}
+            for persona in builtin_personas(self._default_model)
+        ]
         async with self._db.transaction() as session:
-            existing = set((await session.scalars(select(PersonaRow.name))).all())
-            for persona in builtin_personas(self._default_model):
-                if persona.name not in existing:
-                    row = PersonaRow(builtin=True)
-                    _apply(row, persona)
-                    session.add(row)
+            await session.execute(self._db.insert_ignoring_duplicates(PersonaRow).values(rows))
 
     async def list(self) -> list[Persona]:
         async with self._db.session() as session:

@@ -7,9 +7,11 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from sqlalchemy import event
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
+from sqlalchemy.sql.dml import Insert
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
@@ -62,6 +64,14 @@ class Database:
     @property
     def is_sqlite(self) -> bool:
         return is_sqlite(self.url)
+
+    def insert_ignoring_duplicates(self, table: Any) -> Insert:
+        """INSERT ... ON CONFLICT DO NOTHING: rows another writer (replica) added first are skipped."""
+        if self.is_sqlite:
+            return sqlite.insert(table).on_conflict_do_nothing()
+        from sqlalchemy.dialects import postgresql  # ~2 MiB that a SQLite deployment never needs
+
+        return postgresql.insert(table).on_conflict_do_nothing()
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
