@@ -1,0 +1,103 @@
+"""aiosqlite connections whose statements take one trip to the connection's thread instead of four.
+
+SQLAlchemy's aiosqlite adapter awaits the cursor's creation, `execute`, `fetchall` and `close`
+separately, and each await is a hand-off to aiosqlite's thread and a wake-up of the event loop. Here
+the cursor runs all four in one hand-off and keeps the rows; the rest of the connection (commit,
+rollback, close, the thread) is aiosqlite's own. Connect with `connect(url)` as SQLAlchemy's
+`async_creator`.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from typing import Any
+
+import aiosqlite
+from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
+from sqlalchemy.engine import make_url
+
+
+class OneTripCursor:
+    """The part of aiosqlite's cursor that SQLAlchemy uses, with results kept after one trip."""
+
+    arraysize = 1
+
+    def __init__(self, connection: aiosqlite.Connection) -> None:
+        self._connection = connection
+        self.description: Any = None
+        self.rowcount = -1
+        self.lastrowid: int | None = None
+        self._rows: list[Any] = []
+
+    async def __aenter__(self) -> OneTripCursor:
+        return self
+
+    async def __aexit__(self, *_exc: object) -> None:
+        return None
+
+    async def execute(self, sql: str, parameters: Sequence[Any] | dict[str, Any] = ()) -> OneTripCursor:
+        await _in_thread(self._connection, self._run, sqlite3.Cursor.execute, sql, parameters)
+        return self
+
+    async def executemany(self, sql: str, parameters: Iterable[Any]) -> OneTripCursor:
+        await _in_thread(self._connection, self._run, sqlite3.Cursor.executemany, sql, parameters)
+        return self
+
+    def _run(self, method: Callable[[sqlite3.Cursor, str, Any], object], sql: str, parameters: Any) -> None:
+        """In aiosqlite's thread: execute, keep what SQLAlchemy reads afterwards, close."""
+        cursor = self._connection._conn.cursor()
+        try:
+            method(cursor, sql, parameters)
+            self.description = cursor.description
+            self.rowcount = cursor.rowcount
+            self.lastrowid = cursor.lastrowid
+            self._rows = cursor.fetchall() if cursor.description else []
+        finally:
+            cursor.close()
+
+    async def fetchall(self) -> list[Any]:
+        rows, self._rows = self._rows, []
+        return rows
+
+    async def fetchmany(self, size: int | None = None) -> list[Any]:
+        size = self.arraysize if size is None else size
+        rows, self._rows = self._rows[:size], self._rows[size:]
+        return rows
+
+    async def fetchone(self) -> Any:
+        return self._rows.pop(0) if self._rows else None
+
+    async def close(self) -> None:
+        self._rows = []
+
+
+async def _in_thread(connection: aiosqlite.Connection, function: Callable[..., None], *args: Any) -> None:
+    """Run `function(*args)` in the connection's thread, in order with its other work (as SQLAlchemy's
+    own aiosqlite adapter does through the same private queue)."""
+    await connection._execute(function, *args)  # type: ignore[no-untyped-call]
+
+
+class OneTripConnection:
+    """An aiosqlite connection whose cursors are `OneTripCursor`s; everything else is delegated."""
+
+    def __init__(self, connection: aiosqlite.Connection) -> None:
+        self._inner = connection
+
+    def cursor(self) -> OneTripCursor:
+        return OneTripCursor(self._inner)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+
+def connector(url: str) -> Callable[[], Coroutine[Any, Any, OneTripConnection]]:
+    """SQLAlchemy's `async_creator` for this URL: the arguments its aiosqlite dialect would use."""
+    args, kwargs = SQLiteDialect_aiosqlite().create_connect_args(make_url(url))
+
+    async def connect() -> OneTripConnection:
+        pending = aiosqlite.connect(*args, **kwargs)
+        pending._thread.daemon = True  # as SQLAlchemy does: a forgotten connection must not block exit
+        return OneTripConnection(await pending)
+
+    return connect
