@@ -170,12 +170,13 @@ class LLMClient:
         return None
 
     async def _next_text(self, stream: ChunkStream, state: StreamState) -> tuple[str, StreamEnd | None]:
-        """The next content text ("" for chunks without any), or how the stream ended."""
+        """The content text of the chunks received together ("" when they carry none), or how the
+        stream ended."""
         deadline, timeout_outcome = state.deadline_for_next_token()
         scope = asyncio.timeout_at(deadline)
         try:
             async with scope:
-                chunk = await stream.next_chunk()
+                chunks = await stream.next_chunks()
         except TimeoutError:
             if not scope.expired():
                 raise
@@ -187,9 +188,10 @@ class LLMClient:
             end = state.broken(error, connection_dropped=_dropped(exc))
             self._log(end.error, "stream broke after text was shown", exc)
             return "", end
-        if chunk is None:
+        if chunks is None:
             return "", state.finished()
-        return state.absorb(chunk, asyncio.get_running_loop().time()), None
+        now = asyncio.get_running_loop().time()
+        return "".join([state.absorb(chunk, now) for chunk in chunks]), None
 
     def _after_failure(self, exc: ProviderFailure, failures: int, state: StreamState) -> StreamEnd | float:
         """The failed stream's end, or how long to wait before trying again."""

@@ -65,7 +65,33 @@ class ChunkStream:
             if self._ended:
                 return None
             await self._read()
-        return self._parse(self._pending.popleft())
+        event = self._pending.popleft()
+        if event.data == DONE:
+            self._done()
+            return None
+        return self._parse(event)
+
+    async def next_chunks(self) -> list[Chunk] | None:
+        """The next chunk and those received with it, or None once the stream ended.
+
+        A read brings about ten chunks: handling them together saves the per-chunk awaits. A chunk
+        that fails to parse ends the batch; the next call raises its error.
+        """
+        first = await self.next_chunk()
+        if first is None:
+            return None
+        chunks = [first]
+        while self._pending:
+            event = self._pending[0]
+            if event.data == DONE:
+                self._done()
+                break
+            try:
+                chunks.append(self._parse(event))
+            except ProviderFailure:
+                break
+            self._pending.popleft()
+        return chunks
 
     def close(self) -> None:
         self._ended = True
@@ -97,11 +123,11 @@ class ChunkStream:
                     transport.resume_reading()
         self._last_read = loop.time()
 
-    def _parse(self, event: ServerEvent) -> Chunk | None:
-        if event.data == DONE:
-            self._ended = True
-            self._pending.clear()
-            return None
+    def _done(self) -> None:
+        self._ended = True
+        self._pending.clear()
+
+    def _parse(self, event: ServerEvent) -> Chunk:
         try:
             chunk = json.loads(event.data)
         except ValueError as exc:
