@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Update, func, select, update
-from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy import Insert, Select, Update, bindparam, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from core.storage.database import Database
+from core.storage.database import Database, Prepared
 from core.storage.models import ConversationRow, MessageRow, utcnow
 from core.storage.rows import get_or_create
 from core.types import ConversationKey
@@ -38,6 +39,68 @@ class HistoryItem:
     token_encoding: str
 
 
+# Statements built once (see core.storage.database.Prepared): every reply runs them.
+
+
+@functools.cache
+def _conversation_ids() -> Select[int, int]:
+    return select(ConversationRow.id, ConversationRow.history_start_id).where(
+        ConversationRow.platform == bindparam("platform"),
+        ConversationRow.workspace == bindparam("workspace"),
+        ConversationRow.channel == bindparam("channel"),
+        ConversationRow.thread == bindparam("thread"),
+    )
+
+
+@functools.cache
+def _conversation() -> Update:
+    """The conversation's row; the SET columns come with the values."""
+    return update(ConversationRow).where(ConversationRow.id == bindparam("conversation"))
+
+
+@functools.cache
+def _message() -> Update:
+    """The message's row; the SET columns come with the values."""
+    return update(MessageRow).where(MessageRow.id == bindparam("message"))
+
+
+@functools.cache
+def _new_message() -> Insert:
+    return insert(MessageRow).returning(MessageRow.id)
+
+
+@functools.cache
+def _history_batch() -> Select[int, str, str, int, str]:
+    eligible = ((MessageRow.role == "user") & MessageRow.status.in_(USER_CONTEXT_STATUSES)) | (
+        (MessageRow.role == "assistant") & MessageRow.status.in_(ASSISTANT_CONTEXT_STATUSES)
+    )
+    return (
+        select(
+            MessageRow.id,
+            MessageRow.role,
+            MessageRow.content,
+            MessageRow.token_count,
+            MessageRow.token_encoding,
+        )
+        .where(
+            MessageRow.conversation_id == bindparam("conversation"),
+            MessageRow.id > bindparam("start_after"),
+            MessageRow.id < bindparam("before"),
+            eligible,
+            MessageRow.content != "",
+        )
+        .order_by(MessageRow.id.desc())
+        .limit(HISTORY_BATCH)
+    )
+
+
+async def _insert_message(
+    connection: AsyncConnection, conversation_id: int, fields: Mapping[str, Any]
+) -> int:
+    result = await connection.execute(_new_message(), {"conversation_id": conversation_id, **fields})
+    return int(result.scalar_one())
+
+
 async def get_or_create_conversation(session: AsyncSession, key: ConversationKey) -> ConversationRow:
     return await get_or_create(
         session,
@@ -56,31 +119,42 @@ class ConversationStore:
     async def open(
         self,
         key: ConversationKey,
-        take_lease: Callable[[int], Update] | None = None,
+        take_lease: Callable[..., Prepared] | None = None,
         message: Mapping[str, Any] | None = None,
     ) -> Opened:
         """Open the conversation (created when new) in one transaction with, optionally, the lease
-        statement `take_lease(id)` and, if that took the lease, the insertion of `message`."""
-        async with self._db.transaction() as session:
-            row = await get_or_create_conversation(session, key)
-            conversation_id, history_start = row.id, row.history_start_id
+        statement `take_lease(id, **columns)` and, if that took the lease, the insertion of `message`.
+        """
+        async with self._db.engine.begin() as connection:
+            conversation_id, history_start = await self._ids(connection, key)
+            now = utcnow()
             taken = False
             if take_lease is not None:
-                # Not evaluated against the loaded row: SQLite hands back naive datetimes.
-                result = await session.execute(
-                    take_lease(conversation_id).values(last_active_at=utcnow()),
-                    execution_options={"synchronize_session": False},
-                )
-                taken = bool(getattr(result, "rowcount", 0))
+                result = await take_lease(conversation_id, last_active_at=now).run(connection)
+                taken = bool(result.rowcount)
             if not taken:
-                row.last_active_at = utcnow()
+                await connection.execute(
+                    _conversation(), {"conversation": conversation_id, "last_active_at": now}
+                )
             message_id = None
             if taken and message is not None:
-                added = MessageRow(conversation_id=conversation_id, **message)
-                session.add(added)
-                await session.flush()
-                message_id = added.id
+                message_id = await _insert_message(connection, conversation_id, message)
             return Opened(conversation_id, history_start, taken, message_id)
+
+    async def _ids(self, connection: AsyncConnection, key: ConversationKey) -> tuple[int, int]:
+        """The conversation's id and history start, inserting it when new (another replica may
+        insert it at the same moment: then its row is read)."""
+        values = {
+            "platform": key.platform,
+            "workspace": key.workspace,
+            "channel": key.channel,
+            "thread": key.thread,
+        }
+        found = (await connection.execute(_conversation_ids(), values)).first()
+        if found is None:
+            await connection.execute(self._db.insert_ignoring_duplicates(ConversationRow), values)
+            found = (await connection.execute(_conversation_ids(), values)).one()
+        return found[0], found[1]
 
     async def exists(self, key: ConversationKey) -> bool:
         async with self._db.session() as session:
@@ -119,52 +193,30 @@ class ConversationStore:
             return True
 
     async def add_message(self, conversation_id: int, **fields: Any) -> int:
-        async with self._db.transaction() as session:
-            row = MessageRow(conversation_id=conversation_id, **fields)
-            session.add(row)
-            await session.flush()
-            return row.id
+        async with self._db.engine.begin() as connection:
+            return await _insert_message(connection, conversation_id, fields)
 
-    async def update_message(self, message_id: int, **fields: Any) -> None:
-        async with self._db.transaction() as session:
-            await session.execute(update(MessageRow).where(MessageRow.id == message_id).values(**fields))
+    async def update_message(self, message_id: int, *, also: Prepared | None = None, **fields: Any) -> None:
+        """Update the message's columns; `also`: a statement to run in the same transaction."""
+        async with self._db.engine.begin() as connection:
+            await connection.execute(_message(), {"message": message_id, **fields})
+            if also is not None:
+                await also.run(connection)
 
     async def history(
         self, conversation_id: int, start_after: int, before_id: int
     ) -> AsyncIterator[Sequence[HistoryItem]]:
         """Batches of context-eligible messages, newest first; stop iterating once the budget is full."""
-        cursor = before_id
-        eligible = ((MessageRow.role == "user") & MessageRow.status.in_(USER_CONTEXT_STATUSES)) | (
-            (MessageRow.role == "assistant") & MessageRow.status.in_(ASSISTANT_CONTEXT_STATUSES)
-        )
+        values = {"conversation": conversation_id, "start_after": start_after, "before": before_id}
         while True:
-            async with self._db.session() as session:
-                rows = (
-                    await session.execute(
-                        select(
-                            MessageRow.id,
-                            MessageRow.role,
-                            MessageRow.content,
-                            MessageRow.token_count,
-                            MessageRow.token_encoding,
-                        )
-                        .where(
-                            MessageRow.conversation_id == conversation_id,
-                            MessageRow.id > start_after,
-                            MessageRow.id < cursor,
-                            eligible,
-                            MessageRow.content != "",
-                        )
-                        .order_by(MessageRow.id.desc())
-                        .limit(HISTORY_BATCH)
-                    )
-                ).all()
+            async with self._db.engine.connect() as connection:
+                rows = (await connection.execute(_history_batch(), values)).all()
             if not rows:
                 return
             yield [HistoryItem(*row) for row in rows]
             if len(rows) < HISTORY_BATCH:
                 return
-            cursor = rows[-1][0]
+            values["before"] = rows[-1][0]
 
     async def unfinished_replies(self, older_than: datetime | None = None) -> list[MessageRow]:
         async with self._db.session() as session:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import secrets
@@ -16,7 +17,7 @@ from typing import Any
 from core import metrics
 from core.context import Budget, ContextMessage, context_window, select_context
 from core.conversations import ConversationStore
-from core.leases import ConversationLeases
+from core.leases import ConversationLeases, HeldLease
 from core.llm import ChatRequest, ErrorKind, LLMClient, Outcome, StreamEnd, TextDelta
 from core.locks import KeyedLocks
 from core.personas.model import Persona
@@ -91,6 +92,7 @@ class _Run:
     history_start: int = 0
     user_id: int = 0
     reply_id: int = 0
+    lease: HeldLease | None = None  # released with the reply's final update
     first_token_at: float | None = None
     chunks: list[str] = field(default_factory=list)
 
@@ -214,10 +216,11 @@ class Engine:
         owner = self._leases.new_owner()
         # The common case in one transaction: open the conversation, take its lease, store the message.
         opened = await self._conversations.open(
-            turn.key, lambda conversation_id: self._leases.take(conversation_id, owner), message
+            turn.key, functools.partial(self._leases.take, owner=owner), message
         )
         run.conversation_id, run.history_start = opened.conversation_id, opened.history_start
-        async with self._leases.hold(run.conversation_id, owner=owner, taken=opened.lease_taken):
+        async with self._leases.hold(run.conversation_id, owner=owner, taken=opened.lease_taken) as lease:
+            run.lease = lease
             if opened.message_id is not None:
                 run.user_id = opened.message_id
             else:  # the lease was busy: the message goes in once it is ours
@@ -411,6 +414,7 @@ class Engine:
         now = self._clock()
         await self._conversations.update_message(
             run.reply_id,
+            also=run.lease.release() if run.lease else None,
             content=text,
             token_count=message_token_bound("assistant", text) if text else 0,
             token_encoding=BOUND_ENCODING,
@@ -425,6 +429,8 @@ class Engine:
             error_id=error.error_id if error else None,
             platform_message_ids=result.message_ids,
         )
+        if run.lease:
+            run.lease.released = True
         return TurnResult(status=status, text=text, message_ids=result.message_ids)
 
     async def _refuse(self, run: _Run, message: str) -> TurnResult:

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import Update, or_, update
+from sqlalchemy import Update, bindparam, or_, update
 
-from core.storage.database import Database
+from core.storage.database import Database, Prepared
 from core.storage.models import ConversationRow
 
 LEASE_SECONDS = 60.0
@@ -27,6 +30,45 @@ POLL_MAX = 1.0
 
 class LeaseTimeout(TimeoutError):
     pass
+
+
+@functools.cache
+def _ours() -> Update:
+    """The lease's row while `owner` holds it; the SET columns come with the values."""
+    return update(ConversationRow).where(
+        ConversationRow.id == bindparam("conversation"), ConversationRow.lease_owner == bindparam("owner")
+    )
+
+
+@functools.cache
+def _take() -> Update:
+    """The lease's row while it is free, expired or already `owner`'s."""
+    return update(ConversationRow).where(
+        ConversationRow.id == bindparam("conversation"),
+        or_(
+            ConversationRow.lease_owner.is_(None),
+            ConversationRow.lease_expires_at < bindparam("now"),
+            ConversationRow.lease_owner == bindparam("owner"),
+        ),
+    )
+
+
+@dataclass(slots=True)
+class HeldLease:
+    conversation_id: int
+    owner: str
+    released: bool = False
+
+    def release(self) -> Prepared:
+        """The statement that frees the lease if it is still ours; once it committed, set `released`."""
+        return Prepared(_ours(), self._values(lease_owner=None, lease_expires_at=None))
+
+    def renew(self, expires_at: datetime) -> Prepared:
+        """Extend the lease while it is still ours: never take it back once released."""
+        return Prepared(_ours(), self._values(lease_expires_at=expires_at))
+
+    def _values(self, **columns: Any) -> dict[str, Any]:
+        return {"conversation": self.conversation_id, "owner": self.owner, **columns}
 
 
 class ConversationLeases:
@@ -45,46 +87,43 @@ class ConversationLeases:
     def new_owner() -> str:
         return secrets.token_hex(8)
 
-    def take(self, conversation_id: int, owner: str) -> Update:
-        """The statement that takes the lease when it is free, expired or already `owner`'s.
+    def take(self, conversation_id: int, owner: str, **columns: Any) -> Prepared:
+        """The statement that takes the lease when it is free, expired or already `owner`'s, and sets
+        the other `columns` of the conversation with it.
 
         Run it in a transaction of your own to save one (its rowcount says whether it worked).
         """
         now = self._now()
-        return (
-            update(ConversationRow)
-            .where(
-                ConversationRow.id == conversation_id,
-                or_(
-                    ConversationRow.lease_owner.is_(None),
-                    ConversationRow.lease_expires_at < now,
-                    ConversationRow.lease_owner == owner,
-                ),
-            )
-            .values(lease_owner=owner, lease_expires_at=now + timedelta(seconds=self._lease))
-        )
+        expires = now + timedelta(seconds=self._lease)
+        values = {"lease_owner": owner, "lease_expires_at": expires, **columns}
+        return Prepared(_take(), {"conversation": conversation_id, "owner": owner, "now": now, **values})
 
     @asynccontextmanager
     async def hold(
         self, conversation_id: int, wait: float = 600.0, *, owner: str | None = None, taken: bool = False
-    ) -> AsyncIterator[None]:
-        """Hold the lease while the block runs; `taken`: `owner` already took it with `take()`."""
-        owner = owner or self.new_owner()
+    ) -> AsyncIterator[HeldLease]:
+        """Hold the lease while the block runs; `taken`: `owner` already took it with `take()`.
+
+        The block may free it in a transaction of its own (`HeldLease.release`), saving one.
+        """
+        held = HeldLease(conversation_id, owner or self.new_owner())
         if not taken:
-            await self._acquire(conversation_id, owner, wait)
-        renewer = asyncio.create_task(self._renew(conversation_id, owner))
+            await self._acquire(conversation_id, held.owner, wait)
+        renewer = asyncio.create_task(self._renew(held))
         try:
-            yield
+            yield held
         finally:
             renewer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await renewer
-            await self._release(conversation_id, owner)
+            if not held.released:
+                async with self._db.engine.begin() as connection:
+                    await held.release().run(connection)
 
     async def _try(self, conversation_id: int, owner: str) -> bool:
-        async with self._db.transaction() as session:
-            result = await session.execute(self.take(conversation_id, owner))
-            return bool(getattr(result, "rowcount", 0))
+        async with self._db.engine.begin() as connection:
+            result = await self.take(conversation_id, owner).run(connection)
+            return bool(result.rowcount)
 
     async def _acquire(self, conversation_id: int, owner: str, wait: float) -> None:
         delay = POLL_INITIAL
@@ -96,18 +135,11 @@ class ConversationLeases:
             await asyncio.sleep(delay)
             delay = min(POLL_MAX, delay * 2)
 
-    async def _renew(self, conversation_id: int, owner: str) -> None:
+    async def _renew(self, held: HeldLease) -> None:
         while True:
             await asyncio.sleep(self._lease / 3)
-            await self._try(conversation_id, owner)
-
-    async def _release(self, conversation_id: int, owner: str) -> None:
-        async with self._db.transaction() as session:
-            await session.execute(
-                update(ConversationRow)
-                .where(ConversationRow.id == conversation_id, ConversationRow.lease_owner == owner)
-                .values(lease_owner=None, lease_expires_at=None)
-            )
+            async with self._db.engine.begin() as connection:
+                await held.renew(self._now() + timedelta(seconds=self._lease)).run(connection)
 
     async def is_held(self, conversation_id: int) -> bool:
         from sqlalchemy import select

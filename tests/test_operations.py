@@ -248,6 +248,35 @@ async def test_lease_serialises_a_conversation_across_two_cores(
         await second.aclose()
 
 
+async def test_a_finished_turn_frees_its_lease_and_the_renewer_never_takes_it_back(
+    database_url: str, fake_openai: FakeOpenAI
+) -> None:
+    from core.leases import ConversationLeases
+
+    settings = make_settings(
+        database_url=database_url, openai_base_url=fake_openai.base_url, openai_api_key="k"
+    )
+    core = await Core.open(settings)
+    try:
+        key = ConversationKey("slack", "T1", "C1", "lease")
+        fake_openai.enqueue(StreamReply.words("done"))
+        assert (await core.engine.handle_turn(Turn(key, ADA, "hi"), FakeSurface())).status == "complete"
+        conversation_id = (await core.conversations.open(key)).conversation_id
+        leases = ConversationLeases(core.db, lease_seconds=0.06)  # renewed every 20 ms
+        assert not await leases.is_held(conversation_id)
+
+        async with leases.hold(conversation_id) as held:
+            assert await leases.is_held(conversation_id)
+            async with core.db.engine.begin() as connection:
+                await held.release().run(connection)
+            held.released = True
+            await asyncio.sleep(0.15)  # several renewals would have run
+            assert not await leases.is_held(conversation_id)
+        assert not await leases.is_held(conversation_id)
+    finally:
+        await core.aclose()
+
+
 @pytest.mark.parametrize(
     ("weekday", "expected"),
     [("0", "Sun"), ("7", "Sun"), ("1", "Mon"), ("6", "Sat"), ("sat", "Sat")],

@@ -9,7 +9,18 @@ import functools
 from dataclasses import dataclass
 from enum import StrEnum
 
-from sqlalchemy import BindParameter, Select, bindparam, case, delete, literal, or_, select, union_all, update
+from sqlalchemy import (
+    BindParameter,
+    Select,
+    bindparam,
+    case,
+    delete,
+    literal,
+    or_,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -63,7 +74,8 @@ class ResolvedPersona:
 _PERSONA_COLUMNS = tuple(Persona.model_fields)
 
 
-def row_to_persona(row: PersonaRow) -> Persona:
+def row_to_persona(row: object) -> Persona:
+    """From a PersonaRow or a result row with the persona's columns."""
     return Persona.model_validate({name: getattr(row, name) for name in _PERSONA_COLUMNS})
 
 
@@ -159,12 +171,11 @@ class PersonaService:
             "channel": key.channel,
             "thread": key.thread,
         }
-        async with self._db.session() as session:
-            found = (await session.execute(_resolution_query(), params)).first()
+        async with self._db.engine.connect() as connection:  # columns, not ORM objects: it runs per reply
+            found = (await connection.execute(_resolution_query(), params)).first()
         if found is None:  # the default was deleted from the database by hand: the built-in one
             return ResolvedPersona(builtin_personas(self._default_model)[0], PersonaSource.DEFAULT)
-        row, rank = found
-        return ResolvedPersona(row_to_persona(row), _SOURCE_BY_RANK[rank])
+        return ResolvedPersona(row_to_persona(found), _SOURCE_BY_RANK[found.rank])
 
     async def set_channel(
         self, platform: str, workspace: str, channel: str, name: str | None
