@@ -87,13 +87,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
 
 
-def cpu_ns(pid: int) -> int:
-    """CPU time of the process's living threads, nanosecond resolution (/proc/PID/task/*/schedstat)."""
-    total = 0
+def schedstat(pid: int) -> tuple[int, int]:
+    """CPU ns and times scheduled onto a CPU (≈ wake-ups) of the process's living threads
+    (/proc/PID/task/*/schedstat)."""
+    ns = slices = 0
     for task in os.listdir(f"/proc/{pid}/task"):
-        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/schedstat") as schedstat:
-            total += int(schedstat.read().split()[0])
-    return total
+        with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/schedstat") as stat:
+            fields = stat.read().split()
+            ns += int(fields[0])
+            slices += int(fields[2])
+    return ns, slices
 
 
 def machine_busy_seconds() -> float:
@@ -126,10 +129,15 @@ def reset_peak(pid: int) -> bool:
 class CpuMark:
     seconds: float
     ns: int
+    slices: int
 
     @classmethod
     def of(cls, pid: int) -> CpuMark:
-        return cls(cpu_seconds(pid), cpu_ns(pid))
+        return cls(cpu_seconds(pid), *schedstat(pid))
+
+    def wakeups_since(self, earlier: CpuMark) -> int:
+        """Times the process's threads were put on a CPU in between (each costs a VM wake-up)."""
+        return self.slices - earlier.slices
 
     def since(self, earlier: CpuMark) -> float:
         """CPU seconds between two marks: schedstat when no thread exited in between, else /proc stat."""

@@ -158,7 +158,8 @@ async def concurrency(bench: Bench, platform: Platform, level: int, run: int = 0
         sent_in = time.monotonic() - started
         await world.settle(sents, SETTLE_LIMIT, turns_before)
         elapsed = time.monotonic() - started
-        cpu = world.cpu().since(cpu_before)
+        cpu_after = world.cpu()
+        cpu = cpu_after.since(cpu_before)
         model_cpu = bench.model.cpu_seconds() - model_cpu_before
         own_cpu = cpu_seconds(os.getpid()) - own_before
         # CPU that neither the bot nor the fakes used: another program competing for the 2 cores.
@@ -180,6 +181,7 @@ async def concurrency(bench: Bench, platform: Platform, level: int, run: int = 0
             "platform_429_by_rule": dict(world.fake.limiter.rejected),
             "history_reads": world.fake.history_reads() - reads_before,
             "cpu_ms_per_reply": round(cpu / level * 1000, 1),
+            "wakeups_per_reply": round(cpu_after.wakeups_since(cpu_before) / level, 1),
             "peak_mib": round(max(peak_run, lifetime_peak_before) / 1024, 1),
             "peak_mib_during_run": round(peak_run / 1024, 1),
             "event_loop_lag": lag_summary(metrics_before, metrics_after),
