@@ -183,6 +183,7 @@ class ThreadlineClient(discord.Client):
 
     def __init__(self, settings: Settings, core: Core | None = None, **options: Any) -> None:
         budgets = core.budgets if core is not None else EditBudgets()
+        options.setdefault("max_messages", None)  # history comes from the database, never this cache
         super().__init__(
             intents=intents_for(settings),
             allowed_mentions=NO_PINGS,
