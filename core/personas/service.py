@@ -8,6 +8,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
 
 from sqlalchemy import (
     BindParameter,
@@ -74,14 +75,19 @@ class ResolvedPersona:
 _PERSONA_COLUMNS = tuple(Persona.model_fields)
 
 
+def _columns(source: object) -> dict[str, Any]:
+    """The persona's columns as held by a Persona, a PersonaRow or a result row."""
+    return {name: getattr(source, name) for name in _PERSONA_COLUMNS}
+
+
 def row_to_persona(row: object) -> Persona:
     """From a PersonaRow or a result row with the persona's columns."""
-    return Persona.model_validate({name: getattr(row, name) for name in _PERSONA_COLUMNS})
+    return Persona.model_validate(_columns(row))
 
 
 def _apply(row: PersonaRow, persona: Persona) -> None:
-    for name in _PERSONA_COLUMNS:
-        setattr(row, name, getattr(persona, name))
+    for name, value in _columns(persona).items():
+        setattr(row, name, value)
 
 
 class PersonaService:
@@ -94,10 +100,7 @@ class PersonaService:
 
         Replicas starting together all seed: rows another one inserted first are skipped.
         """
-        rows = [
-            {"builtin": True, **{name: getattr(persona, name) for name in _PERSONA_COLUMNS}}
-            for persona in builtin_personas(self._default_model)
-        ]
+        rows = [{"builtin": True, **_columns(persona)} for persona in builtin_personas(self._default_model)]
         async with self._db.transaction() as session:
             await session.execute(self._db.insert_ignoring_duplicates(PersonaRow).values(rows))
 

@@ -3,8 +3,7 @@
 SQLAlchemy's aiosqlite adapter awaits the cursor's creation, `execute`, `fetchall` and `close`
 separately, and each await is a hand-off to aiosqlite's thread and a wake-up of the event loop. Here
 the cursor runs all four in one hand-off and keeps the rows; the rest of the connection (commit,
-rollback, close, the thread) is aiosqlite's own. Connect with `connect(url)` as SQLAlchemy's
-`async_creator`.
+rollback, close, the thread) is aiosqlite's own. `connector(url)` is SQLAlchemy's `async_creator`.
 """
 
 from __future__ import annotations
