@@ -205,3 +205,20 @@ def test_run_with_unreachable_database_exits_2_in_one_line(tmp_path: Path, url: 
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("threadline: DATABASE_URL: cannot reach "), lines
     assert "s3cret-pw" not in result.stderr
+
+
+def test_commands_run_on_uvloop_where_it_is_installed(monkeypatch: pytest.MonkeyPatch) -> None:
+    from bots.cli import new_event_loop
+
+    loop = new_event_loop()
+    try:
+        expected = "uvloop" if sys.platform != "win32" else "asyncio"
+        assert type(loop).__module__.split(".")[0] == expected
+    finally:
+        loop.close()
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # not installed: the standard loop
+    loop = new_event_loop()
+    try:
+        assert type(loop).__module__.startswith("asyncio")
+    finally:
+        loop.close()
