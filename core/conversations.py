@@ -115,6 +115,9 @@ async def get_or_create_conversation(session: AsyncSession, key: ConversationKey
 class ConversationStore:
     def __init__(self, db: Database) -> None:
         self._db = db
+        self._new_conversation = db.insert_ignoring_duplicates(ConversationRow).returning(
+            ConversationRow.id, ConversationRow.history_start_id
+        )
 
     async def open(
         self,
@@ -152,7 +155,8 @@ class ConversationStore:
         }
         found = (await connection.execute(_conversation_ids(), values)).first()
         if found is None:
-            await connection.execute(self._db.insert_ignoring_duplicates(ConversationRow), values)
+            found = (await connection.execute(self._new_conversation, values)).first()
+        if found is None:  # the other writer's row
             found = (await connection.execute(_conversation_ids(), values)).one()
         return found[0], found[1]
 
