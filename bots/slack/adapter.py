@@ -322,6 +322,11 @@ class SlackAdapter:
         """The work on an acknowledged event happens in a task stop() can wait for."""
         if self._stopping:
             return
+        me = self._identity
+        if me is not None and parse_event(body, bot_user_id=me.user_id, bot_id=me.bot_id) is None:
+            # Most deliveries are the bot's own posts and edits echoed back: settled without a task.
+            self._record(str(body.get("event_id") or ""), "ignored")
+            return
         self._tasks.spawn(self._handle_event(body, received), name=f"slack-event-{body.get('event_id', '?')}")
 
     async def _handle_event(self, body: dict[str, Any], received: float) -> None:
