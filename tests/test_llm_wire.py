@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Sequence
-from typing import Any
+from typing import Any, cast
 
+import aiohttp
 import pytest
 from aiohttp import web
 
@@ -20,7 +21,9 @@ from core.llm import (
     StreamEnd,
     TextDelta,
 )
+from core.llm.failures import MalformedResponse, ProviderFailure, ProviderStatusError
 from core.llm.sse import ServerEvent, SSEDecoder
+from core.llm.wire import ChunkStream, OpenAIWire
 from tests.fakes.openai_server import FakeOpenAI, StreamReply
 from tests.fakes.openai_server import fake_openai as fake_openai  # the fixture
 
@@ -143,3 +146,137 @@ async def test_coalesced_reads_lose_nothing_of_a_long_slow_stream(fake_openai: F
     # The first words come at once; later ones arrive in a few batches rather than 60 wake-ups.
     batches = len({round(t, 2) for t in arrivals})
     assert batches < len(words) / 2
+
+
+class ScriptedBody:
+    """A response whose body arrives in exactly the given reads, so a test decides what one read brings."""
+
+    def __init__(self, reads: Sequence[bytes]) -> None:
+        self._reads = list(reads)
+        self.content = self
+        self.connection = None
+
+    async def readany(self) -> bytes:
+        return self._reads.pop(0) if self._reads else b""
+
+    def close(self) -> None:
+        pass
+
+
+def scripted(*reads: bytes) -> ChunkStream:
+    return ChunkStream(cast(aiohttp.ClientResponse, ScriptedBody(reads)))
+
+
+async def batches(stream: ChunkStream) -> list[object]:
+    """What each next_chunks call gave, until the end: a list of chunks, or the error's type."""
+    results: list[object] = []
+    while True:
+        try:
+            chunks = await stream.next_chunks()
+        except ProviderFailure as exc:
+            results.append(type(exc))
+            continue
+        if chunks is None:
+            return results
+        results.append(chunks)
+
+
+def content(text: str) -> dict[str, Any]:
+    return json.loads(chunk(text)[len(b"data: ") :])  # type: ignore[no-any-return]
+
+
+async def test_one_read_of_many_chunks_parses_each_exactly_as_json_loads() -> None:
+    datas = [
+        b'{"choices":[{"index":0,"delta":{"content":"h\\u00e9 \xf0\x9f\x8c\x8d"},"finish_reason":null}]}',
+        b'{"n": 1.5e300, "big": 123456789012345678901234567890, "nan": NaN, "u": "\\ud83c\\udf0d"}',
+        b' {"padded": true} ',  # json.loads allows the spaces
+        b'\xef\xbb\xbf{"bom": 1}',  # and a UTF-8 byte order mark
+        b'{"error": null, "choices": []}',
+        b"{}",
+    ]
+    body = b"".join(b"data: " + data + b"\n\n" for data in datas) + b"data: [DONE]\n\n"
+    (got,) = await batches(scripted(body))
+    assert repr(got) == repr([json.loads(data) for data in datas])  # repr: NaN != NaN
+
+
+@pytest.mark.parametrize("newline", [b"\n", b"\r\n"], ids=["LF", "CRLF"])
+async def test_chunks_split_across_reads_at_any_byte_are_those_of_one_read(newline: bytes) -> None:
+    body = chunk("Héllo") + chunk(" wörld 🌍") + b": ping\n\n" + chunk(finish="stop")
+    body = body.replace(b"\n", newline)
+    whole = [content("Héllo"), content(" wörld 🌍"), json.loads(chunk(finish="stop")[6:])]
+    assert await batches(scripted(body + b"data: [DONE]\n\n")) == [whole]
+    for at in range(1, len(body)):  # (an empty read would be the body's end)
+        results = await batches(scripted(body[:at], body[at:]))
+        assert [c for result in results for c in cast(list[Any], result)] == whole, at
+
+
+async def test_a_malformed_chunk_ends_its_read_s_batch_and_the_next_call_raises_it() -> None:
+    one_read = chunk("a") + chunk("b") + b"data: {not json\n\n" + chunk("c")
+    results = await batches(scripted(one_read))
+    assert results == [[content("a"), content("b")], MalformedResponse, [content("c")]]
+    stream = scripted(chunk("a") + b"data: {not json\n\n")
+    assert await stream.next_chunks() == [content("a")]
+    with pytest.raises(MalformedResponse, match=r"^invalid JSON in the stream: Expecting property name"):
+        await stream.next_chunks()
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        [b"1,2"],
+        [b'{"a":1},{"b":2}'],
+        [b'{"a":1} {"b":2}'],
+        [b'{"a":1},{"b":2}', b'{"c":[{}', b"{}]}"],  # two extra values, and two halves of one
+        [b'"text"'],
+        [b"[1]"],
+        [b""],
+    ],
+)
+async def test_a_data_that_is_not_one_json_object_is_rejected_not_split_or_joined(bad: list[bytes]) -> None:
+    body = chunk("a") + b"".join(b"data: " + data + b"\n\n" for data in bad) + chunk("b")
+    results = await batches(scripted(body))
+    assert results == [[content("a")], *[MalformedResponse] * len(bad), [content("b")]]
+
+
+async def test_an_error_mid_batch_ends_the_batch_and_is_raised_with_its_details() -> None:
+    error = b'data: {"error": {"message": "overloaded", "code": "503"}}\n\n'
+    stream = scripted(chunk("a") + error + chunk("b"))
+    assert await stream.next_chunks() == [content("a")]
+    with pytest.raises(ProviderStatusError) as raised:
+        await stream.next_chunks()
+    assert (raised.value.status, raised.value.code, raised.value.message) == (None, "503", "overloaded")
+    assert await stream.next_chunks() == [content("b")]
+    named = b'event: error\ndata: {"message": "quota"}\n\n'
+    assert await batches(scripted(chunk("a") + named + chunk("b"))) == [
+        [content("a")],
+        ProviderStatusError,
+        [content("b")],
+    ]
+
+
+async def test_done_mid_batch_ends_the_stream_and_what_follows_is_never_read() -> None:
+    stream = scripted(chunk("a") + chunk("b") + b"data: [DONE]\n\n" + chunk("c"), chunk("d"))
+    assert await batches(stream) == [[content("a"), content("b")]]
+    assert await batches(scripted(b"data: [DONE]\n\n" + chunk("a"))) == []
+
+
+async def test_text_before_a_malformed_chunk_in_the_same_read_reaches_the_user(raw_provider: Any) -> None:
+    body = chunk("Kept") + chunk(" too") + b"data: {not json\n\n" + chunk(" lost")
+    text, end = await reply(await raw_provider([body]))
+    assert text == "Kept too"
+    assert end.outcome is Outcome.INTERRUPTED
+    assert end.error is not None and end.error.kind is ErrorKind.PROVIDER_DOWN
+
+
+async def test_a_whole_completion_read_in_batches_is_one_chunk_then_the_end(raw_provider: Any) -> None:
+    completion = {"model": "m-2", "choices": [{"message": {"content": "Whole."}, "finish_reason": "stop"}]}
+    base_url = await raw_provider([json.dumps(completion).encode()], "application/json")
+    wire = OpenAIWire(api_key="sk-test", base_url=base_url)
+    try:
+        stream = await wire.stream_completion({"model": "m", "messages": [], "stream": True})
+        choices = [{"delta": {"content": "Whole."}, "finish_reason": "stop"}]
+        assert await stream.next_chunks() == [{"model": "m-2", "choices": choices, "usage": None}]
+        assert await stream.next_chunks() is None
+        stream.close()
+    finally:
+        await wire.aclose()

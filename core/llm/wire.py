@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import json.scanner
 import os
 from collections import deque
 from collections.abc import Iterator
@@ -33,6 +34,10 @@ USER_AGENT = "threadline"
 DONE = b"[DONE]"
 
 Chunk = dict[str, Any]
+
+# json.loads' C scanner, configured as json.loads' own decoder (typeshed wants a make_scanner where any
+# object with the decoder's parse settings will do).
+_scan = json.scanner.make_scanner(json.JSONDecoder())  # type: ignore[arg-type]
 
 
 class MissingAPIKey(Exception):
@@ -77,21 +82,38 @@ class ChunkStream:
         A read brings about ten chunks: handling them together saves the per-chunk awaits. A chunk
         that fails to parse ends the batch; the next call raises its error.
         """
-        first = await self.next_chunk()
-        if first is None:
-            return None
-        chunks = [first]
-        while self._pending:
-            event = self._pending[0]
+        while not self._pending:
+            if self._ended:
+                return None
+            await self._read()
+        chunks: list[Chunk] = []
+        pending = self._pending
+        while pending:
+            event = pending[0]
             if event.data == DONE:
                 self._done()
                 break
+            # The C scanner alone is what json.loads runs under its Python layers. It answers only for
+            # a data that is exactly one JSON value in UTF-8 (no BOM, no surrounding space), where
+            # json.loads gives the same; anything else, or an error, gets _parse's own answer.
             try:
-                chunks.append(self._parse(event))
-            except ProviderFailure:
-                break
-            self._pending.popleft()
-        return chunks
+                text = event.data.decode()
+                chunk, end = _scan(text, 0)
+                plain = end == len(text) and type(chunk) is dict and chunk.get("error") is None
+            except (ValueError, StopIteration, RecursionError):
+                plain = False
+            if not plain or event.event is not None:
+                if not chunks:  # as next_chunk does, the first event is taken even if it fails
+                    pending.popleft()
+                    chunks.append(self._parse(event))
+                    continue
+                try:
+                    chunk = self._parse(event)
+                except ProviderFailure:
+                    break  # left pending: the next call raises it
+            pending.popleft()
+            chunks.append(chunk)
+        return chunks or None
 
     def close(self) -> None:
         self._ended = True
@@ -241,6 +263,10 @@ class _WholeStream(ChunkStream):
     async def next_chunk(self) -> Chunk | None:
         chunk, self._chunk = self._chunk, None
         return chunk
+
+    async def next_chunks(self) -> list[Chunk] | None:
+        chunk = await self.next_chunk()
+        return None if chunk is None else [chunk]
 
 
 def _whole_completion(response: aiohttp.ClientResponse, completion: object) -> ChunkStream:
