@@ -13,6 +13,7 @@ from bench.procs import Bot, CpuMark, ModelProc
 from bench.replies import answer, prompt
 
 Platform = Literal["slack", "discord"]
+FIRST_SCRAPE = 5.0  # s after the events: settle() asks the bot how many turns it finished
 FIRST_WORD = "Answer"  # every answer starts with it (bench.replies.answer)
 
 
@@ -131,7 +132,8 @@ class World:
         """Wait until every reply shows its exact final text, or the bot finished as many turns as
         were sent (whatever became of them), or `limit` seconds; True when every text is exact."""
         deadline = time.monotonic() + limit
-        next_scrape = time.monotonic() + 2.0  # /metrics costs the bot ~1 ms of CPU: rarely
+        # /metrics costs the bot ~1 ms of CPU: not before a normal reply (~3 s) is done, then rarely.
+        next_scrape = time.monotonic() + FIRST_SCRAPE
         while time.monotonic() < deadline:
             if all(self.exact(sent) for sent in sents):
                 return True
