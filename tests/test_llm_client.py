@@ -394,3 +394,27 @@ def test_backoff_is_capped_jittered_and_honours_hints() -> None:
     assert all(0.0 <= delay <= 4.0 for delay in delays)
     assert max(backoff_delay(policy, 1) for _ in range(200)) <= 0.5
     assert len(set(delays)) > 100  # jittered, not a fixed schedule
+
+
+# --- coalesced reads -------------------------------------------------------------------------------
+
+
+async def test_coalesced_reads_never_turn_a_steady_stream_into_a_time_out(fake_openai: FakeOpenAI) -> None:
+    """Reads are held to save wake-ups, but never so long that text already sent looks late."""
+    fake_openai.enqueue(StreamReply(["tick"] * 20, chunk_delay=0.05))
+    timeouts = LLMTimeouts(first_token=2.0, between_tokens=0.3, total=1.6)
+    async with make_client(fake_openai, timeouts=timeouts) as client:
+        text, end = await run(client, ask())
+    assert text == "tick" * 20
+    assert end.outcome is Outcome.COMPLETE
+
+
+async def test_the_end_of_a_stream_is_seen_within_the_read_interval(fake_openai: FakeOpenAI) -> None:
+    fake_openai.enqueue(StreamReply(["tick"] * 30, chunk_delay=0.05))
+    async with make_client(fake_openai) as client:
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        text, end = await run(client, ask())
+        took = loop.time() - started
+    assert (text, end.outcome) == ("tick" * 30, Outcome.COMPLETE)
+    assert took < 30 * 0.05 + 0.5 + 0.4  # the stream's length, one read interval, slack for CI

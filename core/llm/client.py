@@ -28,9 +28,11 @@ logger = logging.getLogger("threadline.llm")
 MODELS_PREVIEW = 5
 DEFAULT_TIMEOUTS = LLMTimeouts()
 DEFAULT_RETRY = RetryPolicy()
-# Once text flows, the socket is read at most this often: far below what a person notices, and far
-# fewer wake-ups than one per chunk (each costs about as much CPU as handling the chunk).
-READ_COALESCING_SECONDS = 0.2
+# Once text flows, the socket is read at most this often. Platforms show a reply at one edit per
+# second, so text read more often waits for the next edit anyway; half that interval keeps what an
+# edit shows, and the final text, at most half a second behind the model. Each read costs a wake-up
+# and aiohttp's work per read, about as much CPU as the chunks it brings (bench/README.md).
+READ_COALESCING_SECONDS = 0.5
 
 
 class LLMClient:
@@ -173,6 +175,7 @@ class LLMClient:
         """The content text of the chunks received together ("" when they carry none), or how the
         stream ended."""
         deadline, timeout_outcome = state.deadline_for_next_token()
+        stream.hold_reads_until(deadline - READ_COALESCING_SECONDS)
         scope = asyncio.timeout_at(deadline)
         try:
             async with scope:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import json.scanner
+import math
 import os
 from collections import deque
 from collections.abc import Iterator
@@ -54,6 +55,7 @@ class ChunkStream:
         self._ended = False
         self._read_interval = 0.0
         self._last_read = 0.0
+        self._hold_limit = math.inf
 
     def coalesce_reads(self, interval: float) -> None:
         """From now on, read the socket at most once per `interval` seconds.
@@ -63,6 +65,11 @@ class ChunkStream:
         """
         self._read_interval = interval
         self._last_read = asyncio.get_running_loop().time()
+
+    def hold_reads_until(self, limit: float) -> None:
+        """Never hold reads past `limit` (loop time): text already received must be read before a
+        time-out would judge the stream by it."""
+        self._hold_limit = limit
 
     async def next_chunk(self) -> Chunk | None:
         """The next chunk, or None once the stream ended (`[DONE]` or the end of the body)."""
@@ -132,7 +139,7 @@ class ChunkStream:
 
     async def _hold_reads(self) -> None:
         loop = asyncio.get_running_loop()
-        wait = self._last_read + self._read_interval - loop.time()
+        wait = min(self._last_read + self._read_interval, self._hold_limit) - loop.time()
         connection = self._response.connection
         transport = connection.transport if connection is not None else None
         idle = transport is not None and transport.is_reading() and not self._response.content.is_eof()
