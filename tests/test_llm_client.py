@@ -418,3 +418,36 @@ async def test_the_end_of_a_stream_is_seen_within_the_read_interval(fake_openai:
         took = loop.time() - started
     assert (text, end.outcome) == ("tick" * 30, Outcome.COMPLETE)
     assert took < 30 * 0.05 + 0.5 + 0.4  # the stream's length, one read interval, slack for CI
+
+
+# --- proxies -----------------------------------------------------------------------------------------
+
+
+async def test_requests_go_through_the_proxy_of_the_environment(
+    fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """HTTP_PROXY is honoured (the fake answers as the proxy: the endpoint's host does not exist), and a
+    ~/.netrc entry for the endpoint does not break the bearer-token requests."""
+    monkeypatch.setenv("HTTP_PROXY", fake_openai.base_url.removesuffix("/v1"))
+    monkeypatch.setenv("NO_PROXY", "")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".netrc").write_text("machine models.example.invalid login someone password secret\n")
+    fake_openai.api_key = "sk-test"  # a request without the bearer token is refused
+    fake_openai.enqueue(StreamReply.words("through the proxy"))
+    async with LLMClient(
+        api_key="sk-test", base_url="http://models.example.invalid/v1", retry=FAST_RETRY
+    ) as client:
+        text, end = await run(client, ask())
+    assert (text, end.outcome) == ("through the proxy", Outcome.COMPLETE)
+    assert len(fake_openai.requests) == 1
+
+
+async def test_no_proxy_keeps_an_endpoint_off_the_proxy(
+    fake_openai: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # nothing listens there
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    fake_openai.enqueue(StreamReply.words("direct"))
+    async with make_client(fake_openai) as client:
+        text, _ = await run(client, ask())
+    assert text == "direct"

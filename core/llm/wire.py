@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
+from yarl import URL
 
 from core.llm.failures import (
     MalformedResponse,
@@ -181,6 +183,7 @@ class OpenAIWire:
         self.base_url = (base_url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
         self.api_key = key
         self._headers = _headers(key)
+        self._proxy, self._proxy_auth = _env_proxy(self.base_url)
         self._session = session
         self._owns_session = session is None
 
@@ -208,7 +211,12 @@ class OpenAIWire:
         payload = None if body is None else json.dumps(body, ensure_ascii=False).encode()
         with _network_failures(dropped=False):
             response = await self._pool().request(
-                method, self.base_url + path, data=payload, headers=self._headers
+                method,
+                self.base_url + path,
+                data=payload,
+                headers=self._headers,
+                proxy=self._proxy,
+                proxy_auth=self._proxy_auth,
             )
         if response.status >= 400:
             raise await self._error(response)
@@ -243,10 +251,21 @@ class OpenAIWire:
         if self._session is None:
             # No pool limit: each streaming reply holds a connection for its whole length.
             connector = aiohttp.TCPConnector(limit=0, ttl_dns_cache=300)
+            # Not trust_env: the proxy comes from _env_proxy, and ~/.netrc must not add an auth to the
+            # bearer token (aiohttp would refuse the request).
             self._session = aiohttp.ClientSession(
-                connector=connector, trust_env=True, timeout=aiohttp.ClientTimeout(total=None)
+                connector=connector, timeout=aiohttp.ClientTimeout(total=None)
             )
         return self._session
+
+
+def _env_proxy(url: str) -> tuple[URL | None, aiohttp.BasicAuth | None]:
+    """The proxy HTTP(S)_PROXY and NO_PROXY give for `url`, as aiohttp's trust_env finds it, read once:
+    with trust_env, aiohttp reads them (and ~/.netrc) in a worker thread at every request."""
+    try:
+        return get_env_proxy_for_url(URL(url))
+    except LookupError:  # no proxy for this URL
+        return None, None
 
 
 @contextmanager
