@@ -14,6 +14,7 @@ Incoming (`from_slack`): user mentions → names, `<url|label>` → `label (url)
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 
@@ -109,6 +110,7 @@ def _inline(text: str, *, heading: bool = False) -> str:
     return _PLACEHOLDER.sub(lambda m: protected[int(m.group(1))], text)
 
 
+@functools.lru_cache(maxsize=1024)  # a streamed reply is converted again at every edit, its lines with it
 def _block_line(line: str) -> str:
     if _RULE.match(line):
         return "──────────"
