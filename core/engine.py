@@ -45,6 +45,7 @@ STOPPED_NOTICE = "⏹️ Stopped: the reply message was deleted."
 INVALID_JSON_NOTICE = "⚠️ This reply is not valid JSON."
 EMPTY_MESSAGE_REPLY = "👋 I'm here. Write your question in the same message as the mention."
 CHECKPOINT_SECONDS = 2.0  # how often a streaming reply's text is saved, for crash recovery
+MAX_READ_INTERVAL = 1.0  # s: the longest a reply's end can go unseen (see _read_interval)
 SHUTDOWN_NOTICE = "⚠️ Threadline restarted while writing this reply, so it is incomplete."
 
 
@@ -317,7 +318,9 @@ class Engine:
             end: StreamEnd | None = None
             stopped = False
             checkpoint = self._clock()
-            async with aclosing(self._llm.stream(request)) as events:
+            async with aclosing(
+                self._llm.stream(request, functools.partial(self._read_interval, run))
+            ) as events:
                 async for event in events:
                     if not isinstance(event, TextDelta):
                         end = event
@@ -346,6 +349,18 @@ class Engine:
             log.info("provider said the context is too long; retrying once with half the history budget")
             budget = budget.shrunk()
         raise AssertionError("unreachable")
+
+    def _read_interval(self, run: _Run) -> float:
+        """How long reads of the model's stream are held (see LLMClient.stream).
+
+        Text read more often than the platform shows an edit waits for the edit anyway. A reply
+        streaming alone reads once per edit interval, just before its edit (both count from the first
+        words), and the process sleeps in between: each wake-up of an idle process costs as much CPU as
+        the chunks it handles (bench/README.md). With other replies in flight, wake-ups are shared, and
+        an end seen late delays final edits that queue for the platform's budgets: twice per interval.
+        """
+        interval = min(run.renderer.edit_interval, MAX_READ_INTERVAL)
+        return interval if len(self._in_flight) <= 1 else interval / 2
 
     async def _checkpoint(self, run: _Run, chunks: list[str]) -> None:
         text = "".join(chunks)

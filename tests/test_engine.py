@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
 
 import pytest
 from sqlalchemy import func, select
@@ -13,7 +15,7 @@ from core.storage.models import MessageRow
 from core.tokens import count_message_tokens
 from core.types import Author, ConversationKey
 from tests.fakes.openai_server import ErrorReply, FakeOpenAI, StreamReply
-from tests.fakes.surface import FakeSurface
+from tests.fakes.surface import FAST_LIMITS, FakeSurface
 
 KEY = ConversationKey("slack", "T1", "C1", "1700000000.000100")
 ADA = Author("U1", "Ada")
@@ -322,3 +324,28 @@ async def test_an_empty_message_gets_a_hint_without_calling_the_model(
     surface, status = await say(core, "   ")
     assert status == "refused" and fake_openai.requests == []
     assert surface.final_texts() == ["👋 I'm here. Write your question in the same message as the mention."]
+
+
+async def test_a_lone_reply_shows_fresh_text_at_each_edit_and_its_end_within_one_interval(
+    core: Core, fake_openai: FakeOpenAI
+) -> None:
+    """Reads of the model's stream are held until just before each edit: an edit never shows text
+    more than about one interval old, and the final text follows the model's end within one interval."""
+    interval, delay, words = 0.4, 0.04, 30
+    answer = " ".join(f"w{i}" for i in range(words))
+    fake_openai.enqueue(StreamReply.words(answer, chunk_delay=delay))
+    surface = FakeSurface(dataclasses.replace(FAST_LIMITS, min_edit_interval=interval))
+    started = time.monotonic()
+    result = await core.engine.handle_turn(Turn(KEY, ADA, "Count", platform_message_id="ev1"), surface)
+    assert result.status == "complete"
+    assert surface.final_texts() == [answer]
+    edits = [call for call in surface.calls if call.kind == "edit" and call.ok]
+    final_at = next(call.ended for call in edits if call.text == answer)
+    model_end = started + words * delay
+    assert final_at - model_end < interval + 0.3  # 0.3 s: the model's first token, a slow CI machine
+    progress = [call for call in edits if call.text != answer and "w" in call.text]
+    assert len(progress) >= 2
+    for call in progress:
+        shown = call.text.count("w")
+        sent_before = (call.started - started) / delay - 1  # words the model had sent by then, about
+        assert shown >= sent_before - interval / delay - 3  # at most one interval behind (+3 words)

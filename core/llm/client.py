@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -28,11 +28,10 @@ logger = logging.getLogger("threadline.llm")
 MODELS_PREVIEW = 5
 DEFAULT_TIMEOUTS = LLMTimeouts()
 DEFAULT_RETRY = RetryPolicy()
-# Once text flows, the socket is read at most this often. Platforms show a reply at one edit per
-# second, so text read more often waits for the next edit anyway; half that interval keeps what an
-# edit shows, and the final text, at most half a second behind the model. Each read costs a wake-up
-# and aiohttp's work per read, about as much CPU as the chunks it brings (bench/README.md).
+# Once text flows, reads of the socket are held this long by default (see `stream`'s read_interval).
 READ_COALESCING_SECONDS = 0.5
+
+ReadInterval = Callable[[], float]
 
 
 class LLMClient:
@@ -68,9 +67,15 @@ class LLMClient:
     async def aclose(self) -> None:
         await self._wire.aclose()
 
-    def stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
-        """Stream one reply. Close the iterator (e.g. `contextlib.aclosing`) to stop it early."""
-        return self._stream(request)
+    def stream(
+        self, request: ChatRequest, read_interval: ReadInterval | None = None
+    ) -> AsyncGenerator[StreamEvent, None]:
+        """Stream one reply. Close the iterator (e.g. `contextlib.aclosing`) to stop it early.
+
+        Once text flows, each read of the socket is held until `read_interval()` seconds after the
+        previous one (default READ_COALESCING_SECONDS), so that one wake-up serves many chunks.
+        """
+        return self._stream(request, read_interval or _default_read_interval)
 
     async def check(self) -> str:
         """List the endpoint's models; a short summary, or LLMError saying what is wrong."""
@@ -92,7 +97,9 @@ class LLMClient:
         preview = ", ".join(names[:MODELS_PREVIEW]) + (", …" if len(names) > MODELS_PREVIEW else "")
         return f"{self.endpoint} answered: {len(names)} models available" + (f" ({preview})" if names else "")
 
-    async def _stream(self, request: ChatRequest) -> AsyncGenerator[StreamEvent, None]:
+    async def _stream(
+        self, request: ChatRequest, read_interval: ReadInterval
+    ) -> AsyncGenerator[StreamEvent, None]:
         loop = asyncio.get_running_loop()
         state = StreamState(request, self._timeouts, loop.time())
         opened = await self._open(request, state)
@@ -104,9 +111,8 @@ class LLMClient:
         end: StreamEnd | None = None
         try:
             yield TextDelta(first_text)
-            stream.coalesce_reads(READ_COALESCING_SECONDS)
             while end is None:
-                text, end = await self._next_text(stream, state)
+                text, end = await self._next_text(stream, state, read_interval())
                 if text:
                     yield TextDelta(text)
         finally:
@@ -171,11 +177,13 @@ class LLMClient:
                 return text
         return None
 
-    async def _next_text(self, stream: ChunkStream, state: StreamState) -> tuple[str, StreamEnd | None]:
+    async def _next_text(
+        self, stream: ChunkStream, state: StreamState, read_interval: float
+    ) -> tuple[str, StreamEnd | None]:
         """The content text of the chunks received together ("" when they carry none), or how the
         stream ended."""
         deadline, timeout_outcome = state.deadline_for_next_token()
-        stream.hold_reads_until(deadline - READ_COALESCING_SECONDS)
+        stream.pace_reads(read_interval, deadline - read_interval)
         scope = asyncio.timeout_at(deadline)
         try:
             async with scope:
@@ -257,6 +265,10 @@ class LLMClient:
     def _redact(self, text: str) -> str:
         key = self._wire.api_key
         return text.replace(key, "[redacted]") if key else text
+
+
+def _default_read_interval() -> float:
+    return READ_COALESCING_SECONDS
 
 
 def _body(request: ChatRequest, include_usage: bool) -> dict[str, Any]:

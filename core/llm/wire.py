@@ -56,22 +56,21 @@ class ChunkStream:
         self._pending: deque[ServerEvent] = deque()
         self._ended = False
         self._read_interval = 0.0
-        self._last_read = 0.0
         self._hold_limit = math.inf
+        self._last_read: float | None = None  # loop time: when the last held read was let through
 
-    def coalesce_reads(self, interval: float) -> None:
-        """From now on, read the socket at most once per `interval` seconds.
+    def pace_reads(self, interval: float, until: float) -> None:
+        """Hold the next read until `interval` s after the previous one (the first time: after now),
+        and never past `until` (loop time): text already received must be read before a time-out
+        judges the stream by it. An interval of 0 reads at once.
 
         Chunks arrive every few milliseconds, and waking up for each costs more CPU than handling it;
-        reading what accumulated in the socket every `interval` lets one wake-up serve many chunks.
+        reading what accumulated in the socket lets one wake-up serve many chunks.
         """
+        if self._last_read is None:
+            self._last_read = asyncio.get_running_loop().time()
         self._read_interval = interval
-        self._last_read = asyncio.get_running_loop().time()
-
-    def hold_reads_until(self, limit: float) -> None:
-        """Never hold reads past `limit` (loop time): text already received must be read before a
-        time-out would judge the stream by it."""
-        self._hold_limit = limit
+        self._hold_limit = until
 
     async def next_chunk(self) -> Chunk | None:
         """The next chunk, or None once the stream ended (`[DONE]` or the end of the body)."""
@@ -129,7 +128,7 @@ class ChunkStream:
         self._response.close()
 
     async def _read(self) -> None:
-        if self._read_interval:
+        if self._read_interval > 0:
             await self._hold_reads()
         with _network_failures(dropped=True):
             data = await self._response.content.readany()
@@ -141,7 +140,8 @@ class ChunkStream:
 
     async def _hold_reads(self) -> None:
         loop = asyncio.get_running_loop()
-        wait = min(self._last_read + self._read_interval, self._hold_limit) - loop.time()
+        last = loop.time() if self._last_read is None else self._last_read
+        wait = min(last + self._read_interval, self._hold_limit) - loop.time()
         connection = self._response.connection
         transport = connection.transport if connection is not None else None
         idle = transport is not None and transport.is_reading() and not self._response.content.is_eof()

@@ -153,6 +153,11 @@ class ReplyRenderer:
         self._whole = False  # delivered whole when finished: no placeholder, no edits
 
     @property
+    def edit_interval(self) -> float:
+        """Seconds between two edits of one message (0: every change is shown at once)."""
+        return self._interval
+
+    @property
     def streaming(self) -> bool:
         """False when this reply is delivered whole (too many others are streaming on its budget)."""
         return not self._whole
