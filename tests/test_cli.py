@@ -222,3 +222,10 @@ def test_commands_run_on_uvloop_where_it_is_installed(monkeypatch: pytest.Monkey
         assert type(loop).__module__.startswith("asyncio")
     finally:
         loop.close()
+
+
+def test_discord_py_parses_json_with_orjson() -> None:
+    """A dependency for speed only: discord.py uses it when it can import it."""
+    import discord.utils
+
+    assert discord.utils.HAS_ORJSON
