@@ -74,10 +74,8 @@ class ChunkStream:
 
     async def next_chunk(self) -> Chunk | None:
         """The next chunk, or None once the stream ended (`[DONE]` or the end of the body)."""
-        while not self._pending:
-            if self._ended:
-                return None
-            await self._read()
+        if not await self._events_pending():
+            return None
         event = self._pending.popleft()
         if event.data == DONE:
             self._done()
@@ -90,10 +88,8 @@ class ChunkStream:
         A read brings about ten chunks: handling them together saves the per-chunk awaits. A chunk
         that fails to parse ends the batch; the next call raises its error.
         """
-        while not self._pending:
-            if self._ended:
-                return None
-            await self._read()
+        if not await self._events_pending():
+            return None
         chunks: list[Chunk] = []
         pending = self._pending
         while pending:
@@ -126,6 +122,14 @@ class ChunkStream:
     def close(self) -> None:
         self._ended = True
         self._response.close()
+
+    async def _events_pending(self) -> bool:
+        """Read until an event is pending; False once the stream ended without one."""
+        while not self._pending:
+            if self._ended:
+                return False
+            await self._read()
+        return True
 
     async def _read(self) -> None:
         if self._read_interval > 0:
