@@ -9,11 +9,11 @@ from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Insert, Select, Update, bindparam, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.sql.dml import ReturningInsert
 
-from core.storage.database import Database, Prepared
+from core.storage.database import Database, Prepared, insert_ignoring_duplicates
 from core.storage.models import ConversationRow, MessageRow, utcnow
-from core.storage.rows import get_or_create
 from core.types import ConversationKey
 
 # Statuses whose content belongs in the model's context.
@@ -59,6 +59,14 @@ def _conversation() -> Update:
 
 
 @functools.cache
+def _new_conversation(sqlite_dialect: bool) -> ReturningInsert[int, int]:
+    """INSERT ... ON CONFLICT DO NOTHING RETURNING: no row back when another writer inserted it first."""
+    return insert_ignoring_duplicates(sqlite_dialect, ConversationRow).returning(
+        ConversationRow.id, ConversationRow.history_start_id
+    )
+
+
+@functools.cache
 def _message() -> Update:
     """The message's row; the SET columns come with the values."""
     return update(MessageRow).where(MessageRow.id == bindparam("message"))
@@ -101,23 +109,32 @@ async def _insert_message(
     return int(result.scalar_one())
 
 
-async def get_or_create_conversation(session: AsyncSession, key: ConversationKey) -> ConversationRow:
-    return await get_or_create(
-        session,
-        ConversationRow,
-        platform=key.platform,
-        workspace=key.workspace,
-        channel=key.channel,
-        thread=key.thread,
-    )
+async def conversation_ids(
+    connection: AsyncConnection, db: Database, key: ConversationKey
+) -> tuple[int, int]:
+    """The conversation's id and history start, inserting it when new (another replica may insert it
+    at the same moment: then its row is read)."""
+    values = {
+        "platform": key.platform,
+        "workspace": key.workspace,
+        "channel": key.channel,
+        "thread": key.thread,
+    }
+    found = (await connection.execute(_conversation_ids(), values)).first()
+    if found is None:
+        found = (await connection.execute(_new_conversation(db.is_sqlite), values)).first()
+    if found is None:  # the other writer's row
+        found = (await connection.execute(_conversation_ids(), values)).one()
+    return found[0], found[1]
+
+
+async def set_conversation_columns(connection: AsyncConnection, conversation_id: int, **columns: Any) -> None:
+    await connection.execute(_conversation(), {"conversation": conversation_id, **columns})
 
 
 class ConversationStore:
     def __init__(self, db: Database) -> None:
         self._db = db
-        self._new_conversation = db.insert_ignoring_duplicates(ConversationRow).returning(
-            ConversationRow.id, ConversationRow.history_start_id
-        )
 
     async def open(
         self,
@@ -129,36 +146,18 @@ class ConversationStore:
         statement `take_lease(id, **columns)` and, if that took the lease, the insertion of `message`.
         """
         async with self._db.engine.begin() as connection:
-            conversation_id, history_start = await self._ids(connection, key)
+            conversation_id, history_start = await conversation_ids(connection, self._db, key)
             now = utcnow()
             taken = False
             if take_lease is not None:
                 result = await take_lease(conversation_id, last_active_at=now).run(connection)
                 taken = bool(result.rowcount)
             if not taken:
-                await connection.execute(
-                    _conversation(), {"conversation": conversation_id, "last_active_at": now}
-                )
+                await set_conversation_columns(connection, conversation_id, last_active_at=now)
             message_id = None
             if taken and message is not None:
                 message_id = await _insert_message(connection, conversation_id, message)
             return Opened(conversation_id, history_start, taken, message_id)
-
-    async def _ids(self, connection: AsyncConnection, key: ConversationKey) -> tuple[int, int]:
-        """The conversation's id and history start, inserting it when new (another replica may
-        insert it at the same moment: then its row is read)."""
-        values = {
-            "platform": key.platform,
-            "workspace": key.workspace,
-            "channel": key.channel,
-            "thread": key.thread,
-        }
-        found = (await connection.execute(_conversation_ids(), values)).first()
-        if found is None:
-            found = (await connection.execute(self._new_conversation, values)).first()
-        if found is None:  # the other writer's row
-            found = (await connection.execute(_conversation_ids(), values)).one()
-        return found[0], found[1]
 
     async def exists(self, key: ConversationKey) -> bool:
         async with self._db.session() as session:

@@ -189,12 +189,13 @@ class PersonaService:
         return await self._set_scope(platform, workspace, WORKSPACE_SCOPE, name)
 
     async def set_thread(self, key: ConversationKey, name: str | None) -> Persona | None:
-        from core.conversations import get_or_create_conversation
+        from core.conversations import conversation_ids, set_conversation_columns
 
         async with self._db.transaction() as session:
             row = await self._require(session, name) if name else None
-            conversation = await get_or_create_conversation(session, key)
-            conversation.persona_id = row.id if row else None
+            connection = await session.connection()
+            conversation_id, _ = await conversation_ids(connection, self._db, key)
+            await set_conversation_columns(connection, conversation_id, persona_id=row.id if row else None)
             return row_to_persona(row) if row else None
 
     async def _set_scope(

@@ -79,7 +79,8 @@ class Prepared:
 
 
 @functools.cache
-def _insert_ignoring_duplicates(sqlite_dialect: bool, table: Any) -> Insert:
+def insert_ignoring_duplicates(sqlite_dialect: bool, table: Any) -> Insert:
+    """INSERT ... ON CONFLICT DO NOTHING for the dialect, built once per table."""
     if sqlite_dialect:
         return sqlite.insert(table).on_conflict_do_nothing()
     from sqlalchemy.dialects import postgresql  # ~2 MiB that a SQLite deployment never needs
@@ -104,7 +105,7 @@ class Database:
 
         Built once per table; give the values at execution.
         """
-        return _insert_ignoring_duplicates(self.is_sqlite, table)
+        return insert_ignoring_duplicates(self.is_sqlite, table)
 
     @asynccontextmanager
     async def session(self) -> AsyncIterator[AsyncSession]:
