@@ -101,6 +101,48 @@ async def test_mention_in_channel_is_answered_in_a_new_thread(world: DiscordWorl
     assert await world.core.engine.has_conversation(key)
 
 
+async def test_the_bots_own_posts_and_edits_are_dropped_on_arrival_and_nobody_elses(
+    world: DiscordWorld,
+) -> None:
+    created: list[int] = []
+    edited: list[int] = []
+    client = world.adapter.client
+    handle = client.on_message
+
+    async def on_message(message: Any) -> None:
+        created.append(message.id)
+        await handle(message)
+
+    async def on_raw_message_edit(update: Any) -> None:
+        edited.append(update.message_id)
+
+    client.on_message = on_message  # type: ignore[method-assign]
+    client.on_raw_message_edit = on_raw_message_edit  # type: ignore[attr-defined]
+    world.llm.enqueue(StreamReply.words("one two three four five six seven eight", chunk_delay=0.15))
+    bot = world.discord.bot
+    mention = await world.discord.send_message(
+        world.channel, world.alice, f"<@{bot.id}> count", mentions=[bot]
+    )
+    [result] = await world.turns(1)
+    assert result.status == "complete"
+    [answer] = world.discord.bot_messages(mention.id)
+    assert answer.content == "one two three four five six seven eight" and len(answer.history) > 2
+    # The fake echoed the post and every edit, as Discord does; none reached discord.py's parsing.
+    assert created == [mention.id] and edited == []
+
+    # A person's edit, and an edit of the bot's own message that carries components, still do.
+    await world.discord.dispatch(
+        "MESSAGE_UPDATE", {**mention.payload(), "content": "edited"}, guild_id=world.guild.id
+    )
+    with_view = {**answer.payload(), "components": [{"type": 1, "components": []}]}
+    await world.discord.dispatch("MESSAGE_UPDATE", with_view, guild_id=world.guild.id)
+    for _ in range(100):
+        if len(edited) == 2:
+            break
+        await asyncio.sleep(0.02)
+    assert edited == [mention.id, answer.id]
+
+
 async def test_mention_inline_when_the_channel_says_so(world: DiscordWorld) -> None:
     await world.core.channels.update(
         "discord", str(world.guild.id), str(world.channel.id), reply_in_thread=False

@@ -7,7 +7,7 @@ import functools
 import logging
 import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -178,6 +178,38 @@ def answer_before_bucket_resets(http: discord.http.HTTPClient) -> None:
     http.get_ratelimit = get_ratelimit  # type: ignore[method-assign]
 
 
+ParseEvent = Callable[[dict[str, Any]], None]
+OWN_ECHOES = ("MESSAGE_CREATE", "MESSAGE_UPDATE")
+
+
+def is_own_echo(data: dict[str, Any], user: discord.ClientUser | None) -> bool:
+    """A post or edit of the bot's own, without components (those views may track): nothing to do."""
+    author = data.get("author")
+    return (
+        user is not None
+        and isinstance(author, dict)
+        and author.get("id") == str(user.id)
+        and not data.get("components")
+    )
+
+
+def drop_own_echoes(client: discord.Client) -> None:
+    """Discord sends the bot every message it posts and every edit it makes, each of a reply's edits
+    included. discord.py would build a Message for each (and a task for on_message); the bot has no use
+    for them, so they are dropped when they arrive."""
+    parsers: dict[str, ParseEvent] = client._connection.parsers
+
+    def dropping(parse: ParseEvent) -> ParseEvent:
+        def parse_unless_own(data: dict[str, Any]) -> None:
+            if not is_own_echo(data, client.user):
+                parse(data)
+
+        return parse_unless_own
+
+    for event in OWN_ECHOES:
+        parsers[event] = dropping(parsers[event])
+
+
 class ThreadlineClient(discord.Client):
     """One bot connection (all shards of this process). `core` is None for command sync only."""
 
@@ -198,6 +230,7 @@ class ThreadlineClient(discord.Client):
             allowed_installs=app_commands.AppInstallationType(guild=True),
         )
         register_commands(self.tree)
+        drop_own_echoes(self)
         self.accepting = True  # False once the service stops taking new events (shutdown)
         answer_before_bucket_resets(self.http)
 

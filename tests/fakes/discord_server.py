@@ -398,7 +398,11 @@ class FakeDiscord:
         """Dispatch MESSAGE_CREATE for a message again (as after a RESUME replay)."""
         await self._dispatch_message(message, None)
 
-    async def _dispatch_message(self, message: FakeMessage, intent_override: bool | None) -> None:
+    async def _dispatch_message(
+        self, message: FakeMessage, intent_override: bool | None, event: str = "MESSAGE_CREATE"
+    ) -> None:
+        """MESSAGE_CREATE (or MESSAGE_UPDATE after an edit) to the shard of the message's guild: as on
+        Discord, the bot also receives its own posts and edits."""
         for conn in self.connections:
             if not conn.identified.is_set() or conn.ws.closed:
                 continue
@@ -415,7 +419,7 @@ class FakeDiscord:
             if not has_intent and not mentioned and message.author.id != self.bot.id:
                 payload["content"] = ""
             conn.seq += 1
-            await conn.send({"op": 0, "t": "MESSAGE_CREATE", "s": conn.seq, "d": payload})
+            await conn.send({"op": 0, "t": event, "s": conn.seq, "d": payload})
             return
 
     async def run_command(
@@ -750,7 +754,7 @@ class FakeDiscord:
         _, message, error = self._webhook_target(app_id, token, message_id)
         if error is not None or message is None:
             return error or _error(404, 10008, "Unknown Message")
-        return self._apply_edit(message, request[JSON_BODY] or {})
+        return await self._apply_edit(message, request[JSON_BODY] or {})
 
     async def _webhook_delete(
         self, _r: web.Request, app_id: str, token: str, message_id: str
@@ -840,9 +844,9 @@ class FakeDiscord:
             return message
         if message.author.id != self.bot.id or message.ephemeral:
             return _error(403, 50005, "Cannot edit a message authored by another user")
-        return self._apply_edit(message, request[JSON_BODY] or {})
+        return await self._apply_edit(message, request[JSON_BODY] or {})
 
-    def _apply_edit(self, message: FakeMessage, body: dict[str, Any]) -> web.Response:
+    async def _apply_edit(self, message: FakeMessage, body: dict[str, Any]) -> web.Response:
         if "content" in body:
             content = body["content"] or ""
             if len(content) > MAX_CONTENT:
@@ -853,6 +857,8 @@ class FakeDiscord:
         if "components" in body:
             message.components = body["components"] or []
         message.allowed_mentions = body.get("allowed_mentions")
+        if not message.ephemeral:
+            await self._dispatch_message(message, None, "MESSAGE_UPDATE")
         return _json(message.payload())
 
     async def _delete_message(self, _r: web.Request, channel_id: str, message_id: str) -> web.Response:
