@@ -115,16 +115,9 @@ class Scheduler:
             await asyncio.wait(set(self._turns))
 
     async def _schedules_with_last_run(self) -> list[tuple[Schedule, datetime]]:
-        from core.storage.models import ScheduleRow
-
-        async with self._core.db.session() as session:
-            rows = (
-                await session.execute(select(ScheduleRow.id, ScheduleRow.last_run_at, ScheduleRow.created_at))
-            ).all()
-        starts = {row_id: _aware(last or created) for row_id, last, created in rows}
         return [
-            (schedule, starts[schedule.id] or self._now())
-            for schedule in await self._core.schedules.all()
+            (schedule, _aware(last_run) or self._now())
+            for schedule, last_run in await self._core.schedules.all_with_last_run()
             if schedule.platform in self._ports
         ]
 

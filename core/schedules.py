@@ -159,6 +159,13 @@ class ScheduleService:
         async with self._db.session() as session:
             return [_schedule(row) for row in (await session.scalars(select(ScheduleRow))).all()]
 
+    async def all_with_last_run(self) -> list[tuple[Schedule, datetime]]:
+        """Every schedule with its last run (its creation, if it never ran), in one query: the
+        scheduler asks every tick."""
+        async with self._db.session() as session:
+            rows = (await session.scalars(select(ScheduleRow))).all()
+            return [(_schedule(row), row.last_run_at or row.created_at) for row in rows]
+
     async def get(self, schedule_id: int) -> Schedule | None:
         async with self._db.session() as session:
             row = await session.get(ScheduleRow, schedule_id)
