@@ -24,6 +24,7 @@ from typing import Any, cast
 
 from bench import report
 from bench.procs import ModelProc, git_state, machine
+from bench.reference import measure_fresh
 from bench.scenarios import Bench, concurrency, history, median_row, overhead, startup
 from bench.world import Platform
 
@@ -112,6 +113,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         },
         "problems": [],
     }
+    if not args.quick:
+        say("reference workload …")
+        results["machine"]["reference_cpu_ms"] = {"start": await asyncio.to_thread(measure_fresh)}
     model = await ModelProc.start()
     bench = Bench(model, root, None, say, quick=args.quick)
     try:
@@ -150,6 +154,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     out.append(await history(bench, database, (20, 200, 100_000), rounds=3))
                 results["history"] = out
             results["targets"] = report.targets(results)
+            results["machine"]["reference_cpu_ms"]["end"] = await asyncio.to_thread(measure_fresh)
         collect_problems(results)
     finally:
         await model.stop()

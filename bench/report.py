@@ -152,6 +152,12 @@ def render(results: dict[str, Any]) -> str:
         f"Machine: {machine['nproc']} × {machine['cpu']}, {machine['memory_gib']} GiB, "
         f"Python {machine['python']}. Mode: {results['mode']}; took {results['duration_s']:.0f} s."
     )
+    reference = machine.get("reference_cpu_ms")
+    if reference:
+        parts.append(
+            f"Reference workload (bench/reference.py, CPU ms; the machine's speed, to compare runs): "
+            f"{reference.get('start')} at the start, {reference.get('end')} at the end."
+        )
     summary = results.get("overhead_summary")
     if summary:
         parts.append(
