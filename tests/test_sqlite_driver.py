@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
+import aiosqlite
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -46,5 +48,41 @@ async def test_rows_counts_ids_and_errors_come_back_as_with_aiosqlite(tmp_path: 
         async with db.engine.connect() as connection:  # the failed transaction was rolled back
             count = (await connection.execute(select(items.c.id))).all()
             assert len(count) == 7
+    finally:
+        await db.aclose()
+
+
+async def test_only_an_open_transaction_costs_a_rollback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pool rolls back every connection it gets back; with nothing to undo, no trip is made."""
+    trips: list[str] = []
+    execute = aiosqlite.Connection._execute
+
+    async def counted(self: aiosqlite.Connection, function: Any, *args: Any, **kwargs: Any) -> Any:
+        trips.append(getattr(function, "__name__", "statement"))
+        return await execute(self, function, *args, **kwargs)
+
+    db = Database(f"sqlite+aiosqlite:///{tmp_path / 'trips.db'}")
+    try:
+        async with db.engine.begin() as connection:
+            await connection.run_sync(metadata.create_all)
+        monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+        async with db.engine.begin() as connection:
+            await connection.execute(insert(items), {"name": "kept"})
+        assert trips == ["_run", "commit"]
+        trips.clear()
+        async with db.engine.connect() as connection:
+            assert (await connection.execute(select(items.c.name))).scalars().all() == ["kept"]
+        assert trips == ["_run"]
+        trips.clear()
+        # A failure inside a transaction leaves it open: the rollback still happens, and undoes it all.
+        with pytest.raises(IntegrityError):
+            async with db.engine.begin() as connection:
+                await connection.execute(insert(items), {"name": "undone"})
+                await connection.execute(insert(items), {"name": "kept"})
+        assert trips == ["_run", "_run", "rollback"]
+        async with db.engine.connect() as connection:
+            assert (await connection.execute(select(items.c.name))).scalars().all() == ["kept"]
     finally:
         await db.aclose()

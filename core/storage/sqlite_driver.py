@@ -3,7 +3,14 @@
 SQLAlchemy's aiosqlite adapter awaits the cursor's creation, `execute`, `fetchall` and `close`
 separately, and each await is a hand-off to aiosqlite's thread and a wake-up of the event loop. Here
 the cursor runs all four in one hand-off and keeps the rows; the rest of the connection (commit,
-rollback, close, the thread) is aiosqlite's own. `connector(url)` is SQLAlchemy's `async_creator`.
+rollback, close, the thread) is aiosqlite's own.
+
+A commit or rollback with no transaction open is skipped. SQLAlchemy's pool rolls back every
+connection it gets back, also after a commit or a plain SELECT (which opens no transaction in
+sqlite3): a hand-off that changes nothing, once per unit of work. Whether a transaction is open is
+read in the connection's thread after each statement.
+
+`connector(url)` is SQLAlchemy's `async_creator`.
 """
 
 from __future__ import annotations
@@ -22,8 +29,9 @@ class OneTripCursor:
 
     arraysize = 1
 
-    def __init__(self, connection: aiosqlite.Connection) -> None:
+    def __init__(self, connection: aiosqlite.Connection, owner: OneTripConnection) -> None:
         self._connection = connection
+        self._owner = owner
         self.description: Any = None
         self.rowcount = -1
         self.lastrowid: int | None = None
@@ -45,7 +53,8 @@ class OneTripCursor:
 
     def _run(self, method: Callable[[sqlite3.Cursor, str, Any], object], sql: str, parameters: Any) -> None:
         """In aiosqlite's thread: execute, keep what SQLAlchemy reads afterwards, close."""
-        cursor = self._connection._conn.cursor()
+        connection = self._connection._conn
+        cursor = connection.cursor()
         try:
             method(cursor, sql, parameters)
             self.description = cursor.description
@@ -54,6 +63,10 @@ class OneTripCursor:
             self._rows = cursor.fetchall() if cursor.description else []
         finally:
             cursor.close()
+            try:
+                self._owner.in_transaction = connection.in_transaction
+            except sqlite3.Error:  # closed: a rollback will say so
+                self._owner.in_transaction = True
 
     async def fetchall(self) -> list[Any]:
         rows, self._rows = self._rows, []
@@ -78,15 +91,33 @@ async def _in_thread(connection: aiosqlite.Connection, function: Callable[..., N
 
 
 class OneTripConnection:
-    """An aiosqlite connection whose cursors are `OneTripCursor`s; everything else is delegated."""
+    """An aiosqlite connection whose cursors are `OneTripCursor`s, and whose commit and rollback are
+    skipped when no transaction is open; everything else is delegated."""
+
+    # What SQLAlchemy's adapter reads on its own (to check the connection, set the isolation level):
+    # none of it opens a transaction. Anything else might, so it makes the state unknown.
+    _KEEPS_STATE = frozenset({"_connection", "_conn", "_tx", "isolation_level", "close", "stop"})
 
     def __init__(self, connection: aiosqlite.Connection) -> None:
         self._inner = connection
+        self.in_transaction = True  # unknown until a statement, commit or rollback ran here
 
     def cursor(self) -> OneTripCursor:
-        return OneTripCursor(self._inner)
+        return OneTripCursor(self._inner, self)
+
+    async def commit(self) -> None:
+        if self.in_transaction:
+            await self._inner.commit()
+            self.in_transaction = False
+
+    async def rollback(self) -> None:
+        if self.in_transaction:
+            await self._inner.rollback()
+            self.in_transaction = False
 
     def __getattr__(self, name: str) -> Any:
+        if name not in self._KEEPS_STATE:
+            self.in_transaction = True
         return getattr(self._inner, name)
 
 
