@@ -151,7 +151,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     if database == "postgresql" and bench.postgres is None:
                         continue
                     say(f"history: {database} …")
-                    out.append(await history(bench, database, (20, 200, 100_000), rounds=3))
+                    out.append(await history(bench, database, (20, 200, 100_000), rounds=5))
                 results["history"] = out
             results["targets"] = report.targets(results)
             results["machine"]["reference_cpu_ms"]["end"] = await asyncio.to_thread(measure_fresh)

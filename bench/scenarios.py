@@ -249,7 +249,7 @@ async def history(
     """The turn after N stored turns (Discord threads; a Slack thread works the same in the core).
 
     Conversations of every size are pre-filled with SQL; then `rounds` rounds send one mention to
-    each, in shuffled order and 0.3 s apart; the figure is the time from the event to the model
+    each, in shuffled order, each once the one before is answered (and 0.3 s later); the figure is the time from the event to the model
     request, and the platform reads of earlier messages (which must be none).
     """
     name = f"history-{database}"
@@ -285,15 +285,14 @@ async def history(
         rng = random.Random(7)
         for round_index in range(rounds):
             rng.shuffle(order)
-            sents = []
             for case in order:
                 limit, size = case
                 tag = f"s-{name}-{limit or 'w'}-{size}-{round_index}"
                 sent = await world.mention(tag, 0, in_thread=threads[case])
                 by_case[case].append(sent)
-                sents.append(sent)
+                # One turn at a time: a turn measured while another streams would time both.
+                await world.settle([sent], 30)
                 await asyncio.sleep(0.3)
-            await world.settle(sents, 30)
         records = await bench.model.records()
         cases: list[dict[str, Any]] = []
         for (limit, size), sents in by_case.items():
