@@ -249,8 +249,9 @@ async def history(
     """The turn after N stored turns (Discord threads; a Slack thread works the same in the core).
 
     Conversations of every size are pre-filled with SQL; then `rounds` rounds send one mention to
-    each, in shuffled order, each once the one before is answered (and 0.3 s later); the figure is the time from the event to the model
-    request, and the platform reads of earlier messages (which must be none).
+    each, in shuffled order, each once the one before is answered (and 0.3 s later); the figure is
+    the time from the event to the model request, and the platform reads of earlier messages (which
+    must be none).
     """
     name = f"history-{database}"
     workdir = bench.root / name
