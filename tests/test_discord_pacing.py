@@ -140,8 +140,12 @@ async def test_every_api_request_leaves_within_the_global_budget_interactions_at
         await runner.cleanup()
     edits = sorted(at - began for path, at in arrived if path.startswith("/api/v10/channels/"))
     callbacks = [at - began for path, at in arrived if path.startswith("/api/v10/interactions/")]
-    assert len(edits) == 80 and max(callbacks) < 0.1
-    assert edits[GLOBAL_REQUESTS.burst - 1] < 0.1  # the burst at once, then the rate:
+    # Interaction callbacks are not paced: paced with the 80 edits, the last would leave near 2 s.
+    assert len(edits) == 80 and max(callbacks) < 0.3
+    # The burst at once (paced without it, the 5th edit would leave 4/42 s ≈ 0.095 s after the 1st),
+    # then the rate. Both are measured between requests, so a stall of this VM before the first one
+    # leaves counts for neither.
+    assert edits[GLOBAL_REQUESTS.burst - 1] - edits[0] < 0.06
     assert edits[-1] >= (80 - GLOBAL_REQUESTS.burst) / GLOBAL_REQUESTS.rate - 0.02
     assert max(sum(1 for t in edits if start <= t < start + 1) for start in edits) <= 50
 
