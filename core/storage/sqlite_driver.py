@@ -5,10 +5,10 @@ separately, and each await is a hand-off to aiosqlite's thread and a wake-up of 
 the cursor runs all four in one hand-off and keeps the rows; the rest of the connection (commit,
 rollback, close, the thread) is aiosqlite's own.
 
-A commit or rollback with no transaction open is skipped. SQLAlchemy's pool rolls back every
-connection it gets back, also after a commit or a plain SELECT (which opens no transaction in
-sqlite3): a hand-off that changes nothing, once per unit of work. Whether a transaction is open is
-read in the connection's thread after each statement.
+A commit or rollback with no transaction open is skipped. SQLAlchemy's pool rolls back a
+connection it gets back after reads, although a plain SELECT opens no transaction in sqlite3: a
+hand-off that changes nothing, once per read. Whether a transaction is open is read in the
+connection's thread after each statement.
 
 `connector(url)` is SQLAlchemy's `async_creator`.
 """
