@@ -155,10 +155,6 @@ class ScheduleService:
         async with self._db.session() as session:
             return [_schedule(row) for row in (await session.scalars(query.order_by(ScheduleRow.id))).all()]
 
-    async def all(self) -> list[Schedule]:
-        async with self._db.session() as session:
-            return [_schedule(row) for row in (await session.scalars(select(ScheduleRow))).all()]
-
     async def all_with_last_run(self) -> list[tuple[Schedule, datetime]]:
         """Every schedule with its last run (its creation, if it never ran), in one query: the
         scheduler asks every tick."""
