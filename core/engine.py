@@ -168,6 +168,7 @@ class Engine:
         renderer = ReplyRenderer(measured, self._budgets)
         # The placeholder goes out at once, even while an earlier turn of this conversation finishes.
         placeholder = asyncio.create_task(renderer.start())
+        await asyncio.sleep(0)  # let it send its request before this turn's database work
         task = asyncio.current_task()
         gauge = metrics.STREAMS_IN_FLIGHT.labels(turn.key.platform)
         gauge.inc()

@@ -7,7 +7,7 @@ import dataclasses
 import time
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from core.app import Core
 from core.engine import Turn
@@ -79,6 +79,39 @@ async def test_a_turn_is_streamed_exactly_and_stored_with_everything(
     assert request["model"] == "gpt-4o-mini" and request["stream"] is True
     assert request["messages"][0]["role"] == "system"
     assert request["messages"][-1] == {"role": "user", "content": "Ada: Say hello"}
+
+
+class _LoggedSurface(FakeSurface):
+    """Notes in `log` when each post is asked for, before any of its work."""
+
+    def __init__(self, log: list[str]) -> None:
+        super().__init__()
+        self._log = log
+
+    async def post(self, text: str) -> str:
+        self._log.append("post")
+        return await super().post(text)
+
+
+async def test_the_placeholder_is_asked_for_before_the_turn_touches_the_database(
+    core: Core, fake_openai: FakeOpenAI
+) -> None:
+    fake_openai.enqueue(StreamReply.words("Hi there", chunk_delay=0.0))
+    log: list[str] = []
+
+    def statement(*_args: object) -> None:
+        log.append("statement")
+
+    await say(core, "warm up")  # the persona is cached now: a turn's first statement opens the conversation
+    event.listen(core.db.engine.sync_engine, "before_cursor_execute", statement)
+    try:
+        fake_openai.enqueue(StreamReply.words("Hi there", chunk_delay=0.0))
+        surface = _LoggedSurface(log)
+        result = await core.engine.handle_turn(Turn(KEY, ADA, "Hello", platform_message_id="ev2"), surface)
+    finally:
+        event.remove(core.db.engine.sync_engine, "before_cursor_execute", statement)
+    assert result.status == "complete" and surface.final_texts() == ["Hi there"]
+    assert log[0] == "post" and "statement" in log
 
 
 async def test_history_speakers_and_isolation(core: Core, fake_openai: FakeOpenAI) -> None:
