@@ -168,16 +168,16 @@ class Engine:
         renderer = ReplyRenderer(measured, self._budgets)
         # The placeholder goes out at once, even while an earlier turn of this conversation finishes.
         placeholder = asyncio.create_task(renderer.start())
-        # Let it send its request before this turn's database work: one yield to start it, one more
-        # for aiohttp, which writes a request's body in a task of its own before Python 3.12.
-        for _ in range(2):
-            await asyncio.sleep(0)
         task = asyncio.current_task()
         gauge = metrics.STREAMS_IN_FLIGHT.labels(turn.key.platform)
         gauge.inc()
         if task is not None:
             self._in_flight.add(task)
         try:
+            # Let it send its request before this turn's database work: one yield to start it, one
+            # more for aiohttp, which writes a request's body in a task of its own before Python 3.12.
+            for _ in range(2):
+                await asyncio.sleep(0)
             async with self._locks.hold(turn.key):
                 result = await self._run(turn, renderer, placeholder, started)
         except Exception:
