@@ -96,13 +96,11 @@ class _LoggedSurface(FakeSurface):
 async def test_the_placeholder_is_asked_for_before_the_turn_touches_the_database(
     core: Core, fake_openai: FakeOpenAI
 ) -> None:
-    fake_openai.enqueue(StreamReply.words("Hi there", chunk_delay=0.0))
     log: list[str] = []
 
     def statement(*_args: object) -> None:
         log.append("statement")
 
-    await say(core, "warm up")  # the persona is cached now: a turn's first statement opens the conversation
     event.listen(core.db.engine.sync_engine, "before_cursor_execute", statement)
     try:
         fake_openai.enqueue(StreamReply.words("Hi there", chunk_delay=0.0))
