@@ -11,20 +11,21 @@ quiet for longer.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import functools
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.storage.database import Database
 from core.storage.models import ChannelSettingRow
 from core.storage.rows import get_or_create
 
-_FLAGS = ("follow_up_in_threads", "reply_in_thread", "allow_bots")
 SETTINGS_TTL = 5.0
 STALE_GRACE = 55.0  # seconds past the TTL a snapshot may still answer once while it is refreshed
 REFRESH_DELAY = 0.05  # seconds between answering from an old snapshot and re-reading it
@@ -39,6 +40,8 @@ class ChannelSettings:
     reply_in_thread: bool = True
     allow_bots: bool = False
 
+
+_FLAGS = tuple(field.name for field in dataclasses.fields(ChannelSettings))
 
 _DEFAULTS = ChannelSettings()
 _Snapshot = dict[str, ChannelSettings]  # by channel; a channel without a row has the defaults
@@ -121,14 +124,12 @@ class ChannelSettingsService:
         updates = self._updates
         platform, workspace_id = workspace
         try:
-            async with self._db.session() as session:
-                rows = await session.scalars(
-                    select(ChannelSettingRow).where(
-                        ChannelSettingRow.platform == platform,
-                        ChannelSettingRow.workspace == workspace_id,
-                    )
+            # Columns, not ORM objects: this runs before the first reply after a quiet spell.
+            async with self._db.engine.connect() as connection:
+                rows = await connection.execute(
+                    _workspace_settings(), {"platform": platform, "workspace": workspace_id}
                 )
-                snapshot = {row.channel: _settings(row) for row in rows}
+                snapshot = {channel: ChannelSettings(*flags) for channel, *flags in rows}
         finally:
             if self._reading.get(workspace) is asyncio.current_task():
                 del self._reading[workspace]
@@ -141,6 +142,15 @@ class ChannelSettingsService:
         self._cached.move_to_end(workspace)
         while len(self._cached) > CACHED_WORKSPACES:
             self._cached.popitem(last=False)
+
+
+@functools.cache
+def _workspace_settings() -> Select[str, bool, bool, bool]:
+    """Every channel row of one workspace: the channel, then the flags in `_FLAGS` order."""
+    return select(ChannelSettingRow.channel, *(getattr(ChannelSettingRow, flag) for flag in _FLAGS)).where(
+        ChannelSettingRow.platform == bindparam("platform"),
+        ChannelSettingRow.workspace == bindparam("workspace"),
+    )
 
 
 def _settings(row: ChannelSettingRow) -> ChannelSettings:

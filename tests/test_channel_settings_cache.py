@@ -57,6 +57,28 @@ async def test_one_read_serves_every_channel_of_a_workspace_for_the_ttl(core: Co
             await asyncio.sleep(0.01)
 
 
+async def test_each_stored_flag_is_read_back_as_itself(core: Core) -> None:
+    """Each combination a channel can hold comes back from the database unchanged, flag by flag."""
+    combinations = [
+        ChannelSettings(follow_up_in_threads=a, reply_in_thread=b, allow_bots=c)
+        for a in (False, True)
+        for b in (False, True)
+        for c in (False, True)
+    ]
+    for index, settings in enumerate(combinations):
+        await core.channels.update(
+            "slack",
+            "T9",
+            f"C{index}",
+            follow_up_in_threads=settings.follow_up_in_threads,
+            reply_in_thread=settings.reply_in_thread,
+            allow_bots=settings.allow_bots,
+        )
+    fresh = ChannelSettingsService(core.db)  # nothing cached: one read of the workspace's rows
+    found = [await fresh.get("slack", "T9", f"C{index}") for index in range(len(combinations))]
+    assert found == combinations
+
+
 async def test_a_change_by_another_replica_is_seen_within_the_ttl(core: Core) -> None:
     clock = Clock()
     here = ChannelSettingsService(core.db, clock=clock)
