@@ -8,8 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Insert, Select, Update, bindparam, func, insert, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import Connection, Insert, Row, Select, Update, bindparam, func, insert, select, update
 from sqlalchemy.sql.dml import ReturningInsert
 
 from core.storage.database import Database, Prepared, insert_ignoring_duplicates
@@ -102,16 +101,12 @@ def _history_batch() -> Select[int, str, str, int, str]:
     )
 
 
-async def _insert_message(
-    connection: AsyncConnection, conversation_id: int, fields: Mapping[str, Any]
-) -> int:
-    result = await connection.execute(_new_message(), {"conversation_id": conversation_id, **fields})
+def _insert_message(connection: Connection, conversation_id: int, fields: Mapping[str, Any]) -> int:
+    result = connection.execute(_new_message(), {"conversation_id": conversation_id, **fields})
     return int(result.scalar_one())
 
 
-async def conversation_ids(
-    connection: AsyncConnection, db: Database, key: ConversationKey
-) -> tuple[int, int]:
+def conversation_ids(connection: Connection, sqlite_dialect: bool, key: ConversationKey) -> tuple[int, int]:
     """The conversation's id and history start, inserting it when new (another replica may insert it
     at the same moment: then its row is read)."""
     values = {
@@ -120,16 +115,50 @@ async def conversation_ids(
         "channel": key.channel,
         "thread": key.thread,
     }
-    found = (await connection.execute(_conversation_ids(), values)).first()
+    found = connection.execute(_conversation_ids(), values).first()
     if found is None:
-        found = (await connection.execute(_new_conversation(db.is_sqlite), values)).first()
+        found = connection.execute(_new_conversation(sqlite_dialect), values).first()
     if found is None:  # the other writer's row
-        found = (await connection.execute(_conversation_ids(), values)).one()
+        found = connection.execute(_conversation_ids(), values).one()
     return found[0], found[1]
 
 
-async def set_conversation_columns(connection: AsyncConnection, conversation_id: int, **columns: Any) -> None:
-    await connection.execute(_conversation(), {"conversation": conversation_id, **columns})
+def set_conversation_columns(connection: Connection, conversation_id: int, **columns: Any) -> None:
+    connection.execute(_conversation(), {"conversation": conversation_id, **columns})
+
+
+def _open(
+    connection: Connection,
+    sqlite_dialect: bool,
+    key: ConversationKey,
+    take_lease: Callable[..., Prepared] | None,
+    message: Mapping[str, Any] | None,
+) -> Opened:
+    conversation_id, history_start = conversation_ids(connection, sqlite_dialect, key)
+    now = utcnow()
+    taken = False
+    if take_lease is not None:
+        taken = bool(take_lease(conversation_id, last_active_at=now).execute(connection).rowcount)
+    if not taken:
+        set_conversation_columns(connection, conversation_id, last_active_at=now)
+    message_id = None
+    if taken and message is not None:
+        message_id = _insert_message(connection, conversation_id, message)
+    return Opened(conversation_id, history_start, taken, message_id)
+
+
+def _update_message(
+    connection: Connection, message_id: int, fields: Mapping[str, Any], also: Prepared | None
+) -> None:
+    connection.execute(_message(), {"message": message_id, **fields})
+    if also is not None:
+        also.execute(connection)
+
+
+def _history_rows(
+    connection: Connection, values: Mapping[str, Any]
+) -> Sequence[Row[int, str, str, int, str]]:
+    return connection.execute(_history_batch(), values).all()
 
 
 class ConversationStore:
@@ -145,19 +174,11 @@ class ConversationStore:
         """Open the conversation (created when new) in one transaction with, optionally, the lease
         statement `take_lease(id, **columns)` and, if that took the lease, the insertion of `message`.
         """
-        async with self._db.engine.begin() as connection:
-            conversation_id, history_start = await conversation_ids(connection, self._db, key)
-            now = utcnow()
-            taken = False
-            if take_lease is not None:
-                result = await take_lease(conversation_id, last_active_at=now).run(connection)
-                taken = bool(result.rowcount)
-            if not taken:
-                await set_conversation_columns(connection, conversation_id, last_active_at=now)
-            message_id = None
-            if taken and message is not None:
-                message_id = await _insert_message(connection, conversation_id, message)
-            return Opened(conversation_id, history_start, taken, message_id)
+        return await self._db.write(
+            functools.partial(
+                _open, sqlite_dialect=self._db.is_sqlite, key=key, take_lease=take_lease, message=message
+            )
+        )
 
     async def exists(self, key: ConversationKey) -> bool:
         async with self._db.session() as session:
@@ -196,15 +217,15 @@ class ConversationStore:
             return True
 
     async def add_message(self, conversation_id: int, **fields: Any) -> int:
-        async with self._db.engine.begin() as connection:
-            return await _insert_message(connection, conversation_id, fields)
+        return await self._db.write(
+            functools.partial(_insert_message, conversation_id=conversation_id, fields=fields)
+        )
 
     async def update_message(self, message_id: int, *, also: Prepared | None = None, **fields: Any) -> None:
         """Update the message's columns; `also`: a statement to run in the same transaction."""
-        async with self._db.engine.begin() as connection:
-            await connection.execute(_message(), {"message": message_id, **fields})
-            if also is not None:
-                await also.run(connection)
+        await self._db.write(
+            functools.partial(_update_message, message_id=message_id, fields=fields, also=also)
+        )
 
     async def history(
         self, conversation_id: int, start_after: int, before_id: int
@@ -212,8 +233,7 @@ class ConversationStore:
         """Batches of context-eligible messages, newest first; stop iterating once the budget is full."""
         values = {"conversation": conversation_id, "start_after": start_after, "before": before_id}
         while True:
-            async with self._db.engine.connect() as connection:
-                rows = (await connection.execute(_history_batch(), values)).all()
+            rows = await self._db.read(functools.partial(_history_rows, values=dict(values)))
             if not rows:
                 return
             yield [HistoryItem(*row) for row in rows]

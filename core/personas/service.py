@@ -12,6 +12,8 @@ from typing import Any
 
 from sqlalchemy import (
     BindParameter,
+    Connection,
+    Row,
     Select,
     bindparam,
     case,
@@ -174,8 +176,7 @@ class PersonaService:
             "channel": key.channel,
             "thread": key.thread,
         }
-        async with self._db.engine.connect() as connection:  # columns, not ORM objects: it runs per reply
-            found = (await connection.execute(_resolution_query(), params)).first()
+        found = await self._db.read(functools.partial(_resolution_row, params=params))
         if found is None:  # the default was deleted from the database by hand: the built-in one
             return ResolvedPersona(builtin_personas(self._default_model)[0], PersonaSource.DEFAULT)
         return ResolvedPersona(row_to_persona(found), _SOURCE_BY_RANK[found.rank])
@@ -189,13 +190,11 @@ class PersonaService:
         return await self._set_scope(platform, workspace, WORKSPACE_SCOPE, name)
 
     async def set_thread(self, key: ConversationKey, name: str | None) -> Persona | None:
-        from core.conversations import conversation_ids, set_conversation_columns
-
         async with self._db.transaction() as session:
             row = await self._require(session, name) if name else None
+            persona_id = row.id if row else None
             connection = await session.connection()
-            conversation_id, _ = await conversation_ids(connection, self._db, key)
-            await set_conversation_columns(connection, conversation_id, persona_id=row.id if row else None)
+            await connection.run_sync(_set_thread_persona, self._db.is_sqlite, key, persona_id)
             return row_to_persona(row) if row else None
 
     async def _set_scope(
@@ -218,6 +217,20 @@ class PersonaService:
     @staticmethod
     async def _row(session: AsyncSession, name: str) -> PersonaRow | None:
         return await session.scalar(select(PersonaRow).where(PersonaRow.name == name))
+
+
+def _set_thread_persona(
+    connection: Connection, sqlite_dialect: bool, key: ConversationKey, persona_id: int | None
+) -> None:
+    from core.conversations import conversation_ids, set_conversation_columns
+
+    conversation_id, _ = conversation_ids(connection, sqlite_dialect, key)
+    set_conversation_columns(connection, conversation_id, persona_id=persona_id)
+
+
+def _resolution_row(connection: Connection, params: dict[str, str]) -> Row[PersonaRow, int] | None:
+    """Columns, not ORM objects: it runs before every reply."""
+    return connection.execute(_resolution_query(), params).first()
 
 
 @functools.cache

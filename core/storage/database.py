@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import CursorResult, Executable, event
+from sqlalchemy import Connection, CursorResult, Engine, Executable, event
 from sqlalchemy.dialects import sqlite
 from sqlalchemy.engine.interfaces import DBAPIConnection
 from sqlalchemy.ext.asyncio import (
@@ -20,6 +20,9 @@ from sqlalchemy.ext.asyncio import (
 )
 from sqlalchemy.pool import ConnectionPoolEntry, PoolResetState
 from sqlalchemy.sql.dml import Insert
+from sqlalchemy.util import greenlet_spawn
+
+T = TypeVar("T")
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
@@ -77,6 +80,10 @@ class Prepared:
     async def run(self, connection: AsyncConnection) -> CursorResult[Any]:
         return await connection.execute(self.statement, self.params)
 
+    def execute(self, connection: Connection) -> CursorResult[Any]:
+        """The same on a synchronous connection (inside `Database.write` / `Database.read`)."""
+        return connection.execute(self.statement, self.params)
+
 
 @functools.cache
 def insert_ignoring_duplicates(sqlite_dialect: bool, table: Any) -> Insert:
@@ -117,5 +124,29 @@ class Database:
         async with self.sessions() as session, session.begin():
             yield session
 
+    async def write(self, work: Callable[[Connection], T]) -> T:
+        """`work(connection)` in one transaction, committed unless it raises.
+
+        `work` is synchronous SQLAlchemy Core on a plain `Connection`, run the way AsyncConnection
+        runs each of its calls: in a greenlet that awaits only the driver. One greenlet for the whole
+        transaction instead of one per call (connect, begin, each statement, commit, close): a
+        reply's database work costs about a fifth less CPU this way (`python -m bench.bench_database`).
+        """
+        return await greenlet_spawn(_write, self.engine.sync_engine, work)
+
+    async def read(self, work: Callable[[Connection], T]) -> T:
+        """`work(connection)` on a connection that is given back without committing (reads)."""
+        return await greenlet_spawn(_read, self.engine.sync_engine, work)
+
     async def aclose(self) -> None:
         await self.engine.dispose()
+
+
+def _write(engine: Engine, work: Callable[[Connection], T]) -> T:
+    with engine.begin() as connection:
+        return work(connection)
+
+
+def _read(engine: Engine, work: Callable[[Connection], T]) -> T:
+    with engine.connect() as connection:
+        return work(connection)
