@@ -15,11 +15,11 @@ import dataclasses
 import functools
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Select, bindparam, select
+from sqlalchemy import Connection, Row, Select, bindparam, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from core.storage.database import Database
@@ -125,11 +125,10 @@ class ChannelSettingsService:
         platform, workspace_id = workspace
         try:
             # Columns, not ORM objects: this runs before the first reply after a quiet spell.
-            async with self._db.engine.connect() as connection:
-                rows = await connection.execute(
-                    _workspace_settings(), {"platform": platform, "workspace": workspace_id}
-                )
-                snapshot = {channel: ChannelSettings(*flags) for channel, *flags in rows}
+            rows = await self._db.read(
+                functools.partial(_workspace_rows, values={"platform": platform, "workspace": workspace_id})
+            )
+            snapshot = {channel: ChannelSettings(*flags) for channel, *flags in rows}
         finally:
             if self._reading.get(workspace) is asyncio.current_task():
                 del self._reading[workspace]
@@ -151,6 +150,10 @@ def _workspace_settings() -> Select[str, bool, bool, bool]:
         ChannelSettingRow.platform == bindparam("platform"),
         ChannelSettingRow.workspace == bindparam("workspace"),
     )
+
+
+def _workspace_rows(connection: Connection, values: dict[str, str]) -> Sequence[Row[str, bool, bool, bool]]:
+    return connection.execute(_workspace_settings(), values).all()
 
 
 def _settings(row: ChannelSettingRow) -> ChannelSettings:

@@ -233,7 +233,7 @@ class ConversationStore:
         """Batches of context-eligible messages, newest first; stop iterating once the budget is full."""
         values = {"conversation": conversation_id, "start_after": start_after, "before": before_id}
         while True:
-            rows = await self._db.read(functools.partial(_history_rows, values=dict(values)))
+            rows = await self._db.read(functools.partial(_history_rows, values=values))
             if not rows:
                 return
             yield [HistoryItem(*row) for row in rows]
