@@ -129,9 +129,11 @@ class Database:
 
         `work` is synchronous SQLAlchemy Core on a plain `Connection`, run the way AsyncConnection
         runs each of its calls (and `run_sync`): with SQLAlchemy's `greenlet_spawn`, in a greenlet
-        that awaits only the driver. It must not await anything else, nor block. One greenlet for the whole
-        transaction instead of one per call (connect, begin, each statement, commit, close): a
-        reply's database work costs about a fifth less CPU this way (`python -m bench.bench_database`).
+        that awaits only the driver. It must not await anything else, nor block.
+
+        One greenlet for the whole transaction instead of one per call (connect, begin, each
+        statement, commit, close): a reply's database work costs about a fifth less CPU this way
+        (`python -m bench.bench_database`).
         """
         return await greenlet_spawn(_write, self.engine.sync_engine, work)
 
