@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import functools
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -26,6 +27,19 @@ T = TypeVar("T")
 
 SQLITE_BUSY_TIMEOUT_MS = 10_000
 
+# True while `Database.read` / `Database.write` run: their statements are few, short and indexed, so
+# the SQLite driver runs them on the loop's thread (see core.storage.sqlite_driver).
+SHORT_STATEMENTS: ContextVar[bool] = ContextVar("threadline_short_statements", default=False)
+
+
+@contextmanager
+def _short_statements() -> Iterator[None]:
+    token = SHORT_STATEMENTS.set(True)
+    try:
+        yield
+    finally:
+        SHORT_STATEMENTS.reset(token)
+
 
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite")
@@ -33,8 +47,7 @@ def is_sqlite(url: str) -> bool:
 
 def _sqlite_pragmas(dbapi_connection: DBAPIConnection, _record: ConnectionPoolEntry) -> None:
     cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+    cursor.execute("PRAGMA journal_mode=WAL")  # the busy timeout is the driver's (see sqlite_driver)
     cursor.execute("PRAGMA synchronous=NORMAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.close()
@@ -56,7 +69,8 @@ def create_engine(url: str, **kwargs: Any) -> AsyncEngine:
     if is_sqlite(url):
         from core.storage.sqlite_driver import connector
 
-        engine = create_async_engine(url, pool_reset_on_return=None, async_creator=connector(url), **kwargs)
+        creator = connector(url, SQLITE_BUSY_TIMEOUT_MS)
+        engine = create_async_engine(url, pool_reset_on_return=None, async_creator=creator, **kwargs)
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
         event.listen(engine.sync_engine, "reset", _rollback_if_in_transaction)
         return engine
@@ -134,12 +148,17 @@ class Database:
         One greenlet for the whole transaction instead of one per call (connect, begin, each
         statement, commit, close): a reply's database work costs about a fifth less CPU this way
         (`python -m bench.bench_database`).
+
+        The work must be a few short, indexed statements: on SQLite they run on the loop's thread
+        (see core.storage.sqlite_driver).
         """
-        return await greenlet_spawn(_write, self.engine.sync_engine, work)
+        with _short_statements():
+            return await greenlet_spawn(_write, self.engine.sync_engine, work)
 
     async def read(self, work: Callable[[Connection], T]) -> T:
         """`work(connection)` on a connection that is given back without committing (reads)."""
-        return await greenlet_spawn(_read, self.engine.sync_engine, work)
+        with _short_statements():
+            return await greenlet_spawn(_read, self.engine.sync_engine, work)
 
     async def aclose(self) -> None:
         await self.engine.dispose()

@@ -10,7 +10,14 @@ connection it gets back after reads, although a plain SELECT opens no transactio
 hand-off that changes nothing, once per read. Whether a transaction is open is read in the
 connection's thread after each statement.
 
-`connector(url)` is SQLAlchemy's `async_creator`.
+Inside `Database.read` and `Database.write` (a reply's short transactions), statements run on the
+event loop's own thread instead: a hand-off wakes both threads, which costs several times the work
+of an indexed statement. They never wait there for another writer's lock: they run with no busy
+timeout, and one that finds the database locked runs again in aiosqlite's thread, where it waits as
+long as the connection's busy timeout allows. Commits and rollbacks always run in that thread, as
+WAL checkpoints (disk writes and syncs) happen in them.
+
+`connector(url, busy_timeout_ms)` is SQLAlchemy's `async_creator`.
 """
 
 from __future__ import annotations
@@ -22,6 +29,11 @@ from typing import Any
 import aiosqlite
 from sqlalchemy.dialects.sqlite.aiosqlite import SQLiteDialect_aiosqlite
 from sqlalchemy.engine import make_url
+
+from core.storage.database import SHORT_STATEMENTS
+
+Statement = Callable[..., None]
+_LOCK_ERRORS = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
 
 
 class OneTripCursor:
@@ -44,11 +56,11 @@ class OneTripCursor:
         return None
 
     async def execute(self, sql: str, parameters: Sequence[Any] | dict[str, Any] = ()) -> OneTripCursor:
-        await _in_thread(self._connection, self._run, sqlite3.Cursor.execute, sql, parameters)
+        await self._owner.run(self._run, sqlite3.Cursor.execute, sql, parameters)
         return self
 
     async def executemany(self, sql: str, parameters: Iterable[Any]) -> OneTripCursor:
-        await _in_thread(self._connection, self._run, sqlite3.Cursor.executemany, sql, parameters)
+        await self._owner.run(self._run, sqlite3.Cursor.executemany, sql, list(parameters))
         return self
 
     def _run(self, method: Callable[[sqlite3.Cursor, str, Any], object], sql: str, parameters: Any) -> None:
@@ -98,22 +110,51 @@ class OneTripConnection:
     # none of it opens a transaction. Anything else might, so it makes the state unknown.
     _KEEPS_STATE = frozenset({"_connection", "_conn", "_tx", "isolation_level", "close", "stop"})
 
-    def __init__(self, connection: aiosqlite.Connection) -> None:
+    def __init__(self, connection: aiosqlite.Connection, busy_timeout_ms: int) -> None:
         self._inner = connection
+        self._busy_timeout_ms = busy_timeout_ms
+        self._waits = True  # whether the busy timeout is set (False: 0, for statements on the loop)
         self.in_transaction = True  # unknown until a statement, commit or rollback ran here
 
     def cursor(self) -> OneTripCursor:
         return OneTripCursor(self._inner, self)
 
+    async def run(self, statement: Statement, *args: Any) -> None:
+        """`statement(*args)` on the loop's thread for `Database.read` / `Database.write`, else (or if
+        it finds the database locked) in the connection's thread."""
+        if SHORT_STATEMENTS.get():
+            connection = self._inner._conn
+            changes = connection.total_changes
+            try:
+                self._wait_for_locks(False)
+                statement(*args)
+                return
+            except sqlite3.OperationalError as exc:
+                # Locked before it changed anything: it runs again where it may wait.
+                if exc.sqlite_errorcode & 0xFF not in _LOCK_ERRORS or connection.total_changes != changes:
+                    raise
+        await _in_thread(self._inner, self._waiting, statement, *args)
+
     async def commit(self) -> None:
         if self.in_transaction:
-            await self._inner.commit()
+            await _in_thread(self._inner, self._waiting, self._inner._conn.commit)
             self.in_transaction = False
 
     async def rollback(self) -> None:
         if self.in_transaction:
-            await self._inner.rollback()
+            await _in_thread(self._inner, self._waiting, self._inner._conn.rollback)
             self.in_transaction = False
+
+    def _waiting(self, function: Callable[..., None], *args: Any) -> None:
+        """In the connection's thread: `function(*args)` with the busy timeout set."""
+        self._wait_for_locks(True)
+        function(*args)
+
+    def _wait_for_locks(self, wait: bool) -> None:
+        if wait != self._waits:
+            timeout = self._busy_timeout_ms if wait else 0
+            self._inner._conn.execute(f"PRAGMA busy_timeout={timeout}").close()
+            self._waits = wait
 
     def __getattr__(self, name: str) -> Any:
         if name not in self._KEEPS_STATE:
@@ -121,13 +162,15 @@ class OneTripConnection:
         return getattr(self._inner, name)
 
 
-def connector(url: str) -> Callable[[], Coroutine[Any, Any, OneTripConnection]]:
-    """SQLAlchemy's `async_creator` for this URL: the arguments its aiosqlite dialect would use."""
+def connector(url: str, busy_timeout_ms: int) -> Callable[[], Coroutine[Any, Any, OneTripConnection]]:
+    """SQLAlchemy's `async_creator` for this URL: the arguments its aiosqlite dialect would use, with
+    the busy timeout given; the connection may be used from the loop's thread too."""
     args, kwargs = SQLiteDialect_aiosqlite().create_connect_args(make_url(url))
+    kwargs.update(check_same_thread=False, timeout=busy_timeout_ms / 1000)
 
     async def connect() -> OneTripConnection:
         pending = aiosqlite.connect(*args, **kwargs)
         pending._thread.daemon = True  # as SQLAlchemy does: a forgotten connection must not block exit
-        return OneTripConnection(await pending)
+        return OneTripConnection(await pending, busy_timeout_ms)
 
     return connect
