@@ -1,8 +1,8 @@
 """Benchmark of the database work of one reply, alone: the process CPU it costs.
 
 A reply's statements, in the engine's order, through the same services: the persona, the
-conversation opened with its lease and the user's message, the assistant's row, the history, one
-checkpoint, and the final update with the lease's release. Replies go one after another with a
+conversation opened with its lease, the user's message and the newest history, the assistant's
+row, one checkpoint, and the final update with the lease's release. Replies go one after another with a
 millisecond's idle gap (so that every hop to aiosqlite's thread wakes it, as in a real reply), on a
 fresh SQLite file or on PostgreSQL. No platform, no model: what is left is the storage layer's cost.
 
@@ -42,7 +42,9 @@ async def _reply(core: Core, leases: ConversationLeases, number: int) -> None:
         "requested_by": "U1",
         "token_encoding": "o200k_base",
     }
-    opened = await core.conversations.open(key, functools.partial(leases.take, owner=owner), message)
+    opened = await core.conversations.open(
+        key, functools.partial(leases.take, owner=owner), message, with_history=True
+    )
     async with leases.hold(opened.conversation_id, owner=owner, taken=opened.lease_taken) as lease:
         reply_id = await core.conversations.add_message(
             opened.conversation_id,
@@ -58,7 +60,7 @@ async def _reply(core: Core, leases: ConversationLeases, number: int) -> None:
             token_encoding="utf8-bound",
         )
         async for _batch in core.conversations.history(
-            opened.conversation_id, opened.history_start, opened.message_id or 0
+            opened.conversation_id, opened.history_start, opened.message_id or 0, opened.history
         ):
             pass
         await core.conversations.update_message(reply_id, content="word " * 80, platform_message_ids=["1"])

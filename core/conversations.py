@@ -22,20 +22,22 @@ HISTORY_BATCH = 64
 
 
 @dataclass(frozen=True, slots=True)
-class Opened:
-    conversation_id: int
-    history_start: int
-    lease_taken: bool
-    message_id: int | None  # the message inserted with the lease, if any
-
-
-@dataclass(frozen=True, slots=True)
 class HistoryItem:
     id: int
     role: str
     content: str  # as sent to the model (a user's name prefix included)
     token_count: int
     token_encoding: str
+
+
+@dataclass(frozen=True, slots=True)
+class Opened:
+    conversation_id: int
+    history_start: int
+    lease_taken: bool
+    message_id: int | None  # the message inserted with the lease, if any
+    # The newest batch of history before that message, when asked for: `history(first=...)`.
+    history: Sequence[HistoryItem] | None = None
 
 
 # Statements built once (see core.storage.database.Prepared): every reply runs them.
@@ -133,6 +135,7 @@ def _open(
     key: ConversationKey,
     take_lease: Callable[..., Prepared] | None,
     message: Mapping[str, Any] | None,
+    with_history: bool,
 ) -> Opened:
     conversation_id, history_start = conversation_ids(connection, sqlite_dialect, key)
     now = utcnow()
@@ -142,9 +145,13 @@ def _open(
     if not taken:
         set_conversation_columns(connection, conversation_id, last_active_at=now)
     message_id = None
+    history = None
     if taken and message is not None:
         message_id = _insert_message(connection, conversation_id, message)
-    return Opened(conversation_id, history_start, taken, message_id)
+        if with_history:
+            values = {"conversation": conversation_id, "start_after": history_start, "before": message_id}
+            history = [HistoryItem(*row) for row in _history_rows(connection, values)]
+    return Opened(conversation_id, history_start, taken, message_id, history)
 
 
 def _update_message(
@@ -170,13 +177,21 @@ class ConversationStore:
         key: ConversationKey,
         take_lease: Callable[..., Prepared] | None = None,
         message: Mapping[str, Any] | None = None,
+        *,
+        with_history: bool = False,
     ) -> Opened:
         """Open the conversation (created when new) in one transaction with, optionally, the lease
-        statement `take_lease(id, **columns)` and, if that took the lease, the insertion of `message`.
+        statement `take_lease(id, **columns)` and, if that took the lease, the insertion of `message`
+        and (`with_history`) the reading of the newest batch of history before it.
         """
         return await self._db.write(
             functools.partial(
-                _open, sqlite_dialect=self._db.is_sqlite, key=key, take_lease=take_lease, message=message
+                _open,
+                sqlite_dialect=self._db.is_sqlite,
+                key=key,
+                take_lease=take_lease,
+                message=message,
+                with_history=with_history,
             )
         )
 
@@ -228,18 +243,31 @@ class ConversationStore:
         )
 
     async def history(
-        self, conversation_id: int, start_after: int, before_id: int
+        self,
+        conversation_id: int,
+        start_after: int,
+        before_id: int,
+        first: Sequence[HistoryItem] | None = None,
     ) -> AsyncIterator[Sequence[HistoryItem]]:
-        """Batches of context-eligible messages, newest first; stop iterating once the budget is full."""
+        """Batches of context-eligible messages, newest first; stop iterating once the budget is full.
+
+        `first`: the newest batch, read already (`Opened.history`).
+        """
         values = {"conversation": conversation_id, "start_after": start_after, "before": before_id}
         while True:
-            rows = await self._db.read(functools.partial(_history_rows, values=values))
-            if not rows:
+            if first is not None:
+                batch, first = first, None
+            else:
+                batch = [
+                    HistoryItem(*row)
+                    for row in await self._db.read(functools.partial(_history_rows, values=values))
+                ]
+            if not batch:
                 return
-            yield [HistoryItem(*row) for row in rows]
-            if len(rows) < HISTORY_BATCH:
+            yield batch
+            if len(batch) < HISTORY_BATCH:
                 return
-            values["before"] = rows[-1][0]
+            values["before"] = batch[-1].id
 
     async def unfinished_replies(self, older_than: datetime | None = None) -> list[MessageRow]:
         async with self._db.session() as session:

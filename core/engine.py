@@ -8,7 +8,7 @@ import json
 import logging
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -16,7 +16,7 @@ from typing import Any
 
 from core import metrics
 from core.context import Budget, ContextMessage, context_window, select_context
-from core.conversations import ConversationStore
+from core.conversations import ConversationStore, HistoryItem
 from core.leases import ConversationLeases, HeldLease
 from core.llm import ChatRequest, ErrorKind, LLMClient, Outcome, StreamEnd, TextDelta
 from core.locks import KeyedLocks
@@ -94,6 +94,7 @@ class _Run:
     user_id: int = 0
     reply_id: int = 0
     lease: HeldLease | None = None  # released with the reply's final update
+    history: Sequence[HistoryItem] | None = None  # the newest batch, read with the conversation's opening
     first_token_at: float | None = None
     chunks: list[str] = field(default_factory=list)
 
@@ -221,9 +222,10 @@ class Engine:
         owner = self._leases.new_owner()
         # The common case in one transaction: open the conversation, take its lease, store the message.
         opened = await self._conversations.open(
-            turn.key, functools.partial(self._leases.take, owner=owner), message
+            turn.key, functools.partial(self._leases.take, owner=owner), message, with_history=refusal is None
         )
         run.conversation_id, run.history_start = opened.conversation_id, opened.history_start
+        run.history = opened.history
         async with self._leases.hold(run.conversation_id, owner=owner, taken=opened.lease_taken) as lease:
             run.lease = lease
             if opened.message_id is not None:
@@ -379,7 +381,10 @@ class Engine:
         history: list[ContextMessage] = []
         used = 0
         exact = False
-        async for batch in self._conversations.history(run.conversation_id, run.history_start, run.user_id):
+        batches = self._conversations.history(
+            run.conversation_id, run.history_start, run.user_id, run.history
+        )
+        async for batch in batches:
             for item in batch:
                 message = self._history_message(
                     run, item.role, item.content, item.token_count, item.token_encoding

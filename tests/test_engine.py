@@ -10,6 +10,7 @@ import pytest
 from sqlalchemy import event, func, select
 
 from core.app import Core
+from core.conversations import HISTORY_BATCH
 from core.engine import Turn
 from core.storage.models import MessageRow
 from core.tokens import count_message_tokens
@@ -347,6 +348,31 @@ async def test_history_limit_and_long_history_reads_only_the_tail(
     await say(core, "latest")
     sent = [m["content"] for m in fake_openai.requests[-1]["messages"]]
     assert sent == ["x", "old 4996", "old 4997", "old 4998", "old 4999", "Ada: latest"]
+
+
+async def test_history_over_several_batches_reaches_the_model_whole_and_in_order(
+    core: Core, fake_openai: FakeOpenAI
+) -> None:
+    """The newest batch is read with the conversation's opening, the older ones after it."""
+    await say(core, "seed")
+    [seed_user, seed_reply] = await messages(core)
+    rows = [
+        {
+            "conversation_id": seed_user.conversation_id,
+            "role": "user" if i % 2 == 0 else "assistant",
+            "content": f"old {i}",
+            "token_count": 7,
+            "token_encoding": "o200k_base",
+            "status": "complete",
+            "platform_message_ids": [],
+        }
+        for i in range(2 * HISTORY_BATCH + 21)
+    ]
+    async with core.db.transaction() as session:
+        await session.execute(MessageRow.__table__.insert(), rows)
+    await say(core, "latest")
+    sent = [m["content"] for m in fake_openai.requests[-1]["messages"]][1:]
+    assert sent == [seed_user.content, seed_reply.content, *(row["content"] for row in rows), "Ada: latest"]
 
 
 async def test_an_empty_message_gets_a_hint_without_calling_the_model(
