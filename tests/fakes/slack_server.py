@@ -230,9 +230,13 @@ class FakeSlack:
         )
 
     async def wait_until(self, predicate: Callable[[], bool], limit: float = 5.0) -> None:
-        """Wait until `predicate()` holds (at most `limit` seconds); re-checked after every change seen."""
+        """Wait until `predicate()` holds (at most `limit` seconds); re-checked after every change seen,
+        and every 50 ms for the changes that notify nobody (a delivery in the background ending)."""
         async with asyncio.timeout(limit), self._changed:
-            await self._changed.wait_for(predicate)
+            while not predicate():
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.05):
+                        await self._changed.wait()
 
     async def _notify(self) -> None:
         async with self._changed:
