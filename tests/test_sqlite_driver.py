@@ -4,7 +4,6 @@ transactions, none) behave as SQLAlchemy expects."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import sqlite3
 import threading
 from pathlib import Path
@@ -15,7 +14,6 @@ import pytest
 from sqlalchemy import Column, Connection, Integer, MetaData, String, Table, insert, select, text, update
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from core.storage import sqlite_driver
 from core.storage.database import Database
 from core.storage.sqlite_driver import OneTripConnection, OneTripCursor
 
@@ -82,7 +80,7 @@ async def test_only_an_open_transaction_costs_a_rollback(
         monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
         async with db.engine.begin() as connection:
             await connection.execute(insert(items), {"name": "kept"})
-        assert trips == ["_run", "commit", "_checkpoint"]
+        assert trips == ["_run", "commit"]
         trips.clear()
         async with db.engine.connect() as connection:
             assert (await connection.execute(select(items.c.name))).scalars().all() == ["kept"]
@@ -108,7 +106,7 @@ def _all_names(connection: Connection) -> list[str]:
     return list(connection.execute(select(items.c.name).order_by(items.c.id)).scalars())
 
 
-async def test_a_replys_statements_and_commits_run_on_the_loop(
+async def test_a_replys_statements_run_on_the_loop_and_only_commits_take_a_trip(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     trips: list[str] = []
@@ -132,7 +130,7 @@ async def test_a_replys_statements_and_commits_run_on_the_loop(
         monkeypatch.setattr(OneTripCursor, "_run", located)
         await db.write(lambda connection: (_insert(connection, "a"), _insert(connection, "b")))
         assert await db.read(_all_names) == ["a", "b"]
-        assert trips == []  # the commit too
+        assert trips == ["commit"]
         assert threads == [threading.get_ident()] * 3
         trips.clear()
         threads.clear()
@@ -182,41 +180,4 @@ async def test_a_locked_database_is_waited_for_in_aiosqlites_thread_not_on_the_l
         assert await db.read(_all_names) == ["other", "mine", "again"]
     finally:
         other.close()
-        await db.aclose()
-
-
-async def test_checkpoints_run_in_aiosqlites_thread_every_so_many_commits_and_after_other_work(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    trips: list[str] = []
-    execute = aiosqlite.Connection._execute
-
-    async def counted(self: aiosqlite.Connection, function: Any, *args: Any, **kwargs: Any) -> Any:
-        trips.append(_name_of(function, args))
-        return await execute(self, function, *args, **kwargs)
-
-    monkeypatch.setattr(sqlite_driver, "CHECKPOINT_EVERY", 3)
-    path = tmp_path / "checkpoints.db"
-    db = Database(f"sqlite+aiosqlite:///{path}")
-    try:
-        async with db.engine.begin() as connection:
-            await connection.run_sync(metadata.create_all)
-            automatic = await connection.execute(text("PRAGMA wal_autocheckpoint"))
-            assert automatic.scalar_one() == 0  # SQLite's own would run in a commit on the loop
-        monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
-        for number in range(7):
-            await db.write(functools.partial(_insert, name=f"n{number}"))
-        assert trips == ["_checkpoint", "_checkpoint"]  # after the 3rd and 6th commits
-        trips.clear()
-        async with db.engine.begin() as connection:  # other work, of any size: checkpointed after it
-            await connection.execute(insert(items), {"name": "other"})
-        assert trips == ["_run", "commit", "_checkpoint"]
-        reader = sqlite3.connect(path)
-        try:  # everything committed was copied into the database: nothing left in the WAL to copy
-            busy, frames, copied = reader.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
-            assert busy == 0 and frames == copied
-            assert len(reader.execute("SELECT name FROM items").fetchall()) == 8
-        finally:
-            reader.close()
-    finally:
         await db.aclose()

@@ -10,15 +10,12 @@ connection it gets back after reads, although a plain SELECT opens no transactio
 hand-off that changes nothing, once per read. Whether a transaction is open is read in the
 connection's thread after each statement.
 
-Inside `Database.read` and `Database.write` (a reply's short transactions), statements, commits and
-rollbacks run on the event loop's own thread instead: a hand-off wakes both threads, which costs
-several times the work of an indexed statement. They never wait there for another writer's lock:
-they run with no busy timeout, and one that finds the database locked runs again in aiosqlite's
-thread, where it waits as long as the connection's busy timeout allows.
-
-WAL checkpoints (disk writes and syncs: ~15 ms for SQLite's usual 1,000 pages on a small VM) must not
-run on the loop, so SQLite's automatic ones are off: every CHECKPOINT_EVERY commits, and after each
-commit of other work (whose size is unknown), one runs in aiosqlite's thread.
+Inside `Database.read` and `Database.write` (a reply's short transactions), statements run on the
+event loop's own thread instead: a hand-off wakes both threads, which costs several times the work
+of an indexed statement. They never wait there for another writer's lock: they run with no busy
+timeout, and one that finds the database locked runs again in aiosqlite's thread, where it waits as
+long as the connection's busy timeout allows. Commits and rollbacks always run in that thread, as
+WAL checkpoints (disk writes and syncs) happen in them.
 
 `connector(url, busy_timeout_ms)` is SQLAlchemy's `async_creator`.
 """
@@ -37,22 +34,6 @@ from core.storage.database import SHORT_STATEMENTS
 
 Statement = Callable[..., None]
 _LOCK_ERRORS = frozenset({sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED})
-# A reply's short transactions write a few pages each: about SQLite's default of 1,000 pages a checkpoint.
-CHECKPOINT_EVERY = 250
-
-
-class Commits:
-    """Short transactions committed through one engine's connections since its last checkpoint."""
-
-    def __init__(self) -> None:
-        self.since_checkpoint = 0
-
-    def checkpoint_due(self) -> bool:
-        self.since_checkpoint += 1
-        if self.since_checkpoint < CHECKPOINT_EVERY:
-            return False
-        self.since_checkpoint = 0
-        return True
 
 
 class OneTripCursor:
@@ -129,11 +110,9 @@ class OneTripConnection:
     # none of it opens a transaction. Anything else might, so it makes the state unknown.
     _KEEPS_STATE = frozenset({"_connection", "_conn", "_tx", "isolation_level", "close", "stop"})
 
-    def __init__(self, connection: aiosqlite.Connection, busy_timeout_ms: int, commits: Commits) -> None:
+    def __init__(self, connection: aiosqlite.Connection, busy_timeout_ms: int) -> None:
         self._inner = connection
         self._busy_timeout_ms = busy_timeout_ms
-        self._commits = commits
-        self._commit_on_loop: bool | None = None  # known at the first commit of a short transaction
         self._waits = True  # whether the busy timeout is set (False: 0, for statements on the loop)
         self.in_transaction = True  # unknown until a statement, commit or rollback ran here
 
@@ -157,29 +136,14 @@ class OneTripConnection:
         await _in_thread(self._inner, self._waiting, statement, *args)
 
     async def commit(self) -> None:
-        if not self.in_transaction:
-            return
-        short = SHORT_STATEMENTS.get()
-        if short and self._journal_commits_without_sync():
-            await self.run(self._inner._conn.commit)
-        else:
+        if self.in_transaction:
             await _in_thread(self._inner, self._waiting, self._inner._conn.commit)
-        self.in_transaction = False
-        if not short or self._commits.checkpoint_due():
-            await _in_thread(self._inner, _checkpoint, self._inner._conn)
+            self.in_transaction = False
 
     async def rollback(self) -> None:
         if self.in_transaction:
-            await self.run(self._inner._conn.rollback)
+            await _in_thread(self._inner, self._waiting, self._inner._conn.rollback)
             self.in_transaction = False
-
-    def _journal_commits_without_sync(self) -> bool:
-        """WAL (with synchronous=NORMAL) or in memory: no commit waits for the disk. With a rollback
-        journal each commit syncs, which is not for the loop's thread."""
-        if self._commit_on_loop is None:
-            mode = self._inner._conn.execute("PRAGMA journal_mode").fetchone()[0]
-            self._commit_on_loop = str(mode).lower() in ("wal", "memory")
-        return self._commit_on_loop
 
     def _waiting(self, function: Callable[..., None], *args: Any) -> None:
         """In the connection's thread: `function(*args)` with the busy timeout set."""
@@ -198,27 +162,15 @@ class OneTripConnection:
         return getattr(self._inner, name)
 
 
-def _checkpoint(connection: sqlite3.Connection) -> None:
-    """A WAL checkpoint that waits for nobody: it copies what no reader still needs."""
-    connection.execute("PRAGMA wal_checkpoint(PASSIVE)").close()
-
-
-def _without_automatic_checkpoints(connection: sqlite3.Connection) -> None:
-    connection.execute("PRAGMA wal_autocheckpoint=0").close()
-
-
 def connector(url: str, busy_timeout_ms: int) -> Callable[[], Coroutine[Any, Any, OneTripConnection]]:
     """SQLAlchemy's `async_creator` for this URL: the arguments its aiosqlite dialect would use, with
     the busy timeout given; the connection may be used from the loop's thread too."""
     args, kwargs = SQLiteDialect_aiosqlite().create_connect_args(make_url(url))
     kwargs.update(check_same_thread=False, timeout=busy_timeout_ms / 1000)
-    commits = Commits()
 
     async def connect() -> OneTripConnection:
         pending = aiosqlite.connect(*args, **kwargs)
         pending._thread.daemon = True  # as SQLAlchemy does: a forgotten connection must not block exit
-        connection = await pending
-        await _in_thread(connection, _without_automatic_checkpoints, connection._conn)
-        return OneTripConnection(connection, busy_timeout_ms, commits)
+        return OneTripConnection(await pending, busy_timeout_ms)
 
     return connect
