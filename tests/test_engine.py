@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
+from typing import Any
 
 import pytest
 from sqlalchemy import event, func, select
@@ -316,6 +317,22 @@ async def test_deleted_placeholder_stops_generation_and_keeps_what_was_produced(
     assert words.startswith(row.content)
 
 
+def _old_turns(conversation_id: int, count: int) -> list[dict[str, Any]]:
+    """Rows of `count` complete turns ("old 0", "old 1", ...), alternating user and assistant."""
+    return [
+        {
+            "conversation_id": conversation_id,
+            "role": "user" if i % 2 == 0 else "assistant",
+            "content": f"old {i}",
+            "token_count": 7,
+            "token_encoding": "o200k_base",
+            "status": "complete",
+            "platform_message_ids": [],
+        }
+        for i in range(count)
+    ]
+
+
 async def test_history_limit_and_long_history_reads_only_the_tail(
     core: Core, fake_openai: FakeOpenAI
 ) -> None:
@@ -329,18 +346,7 @@ async def test_history_limit_and_long_history_reads_only_the_tail(
     await core.personas.set_channel("slack", "T1", "C1", "short-memory")
     await say(core, "seed")
     conversation_id = (await messages(core))[0].conversation_id
-    rows = [
-        {
-            "conversation_id": conversation_id,
-            "role": "user" if i % 2 == 0 else "assistant",
-            "content": f"old {i}",
-            "token_count": 7,
-            "token_encoding": "o200k_base",
-            "status": "complete",
-            "platform_message_ids": [],
-        }
-        for i in range(5000)
-    ]
+    rows = _old_turns(conversation_id, 5000)
     async with core.db.transaction() as session:
         await session.execute(MessageRow.__table__.insert(), rows)
         total = await session.scalar(select(func.count()).select_from(MessageRow))
@@ -356,18 +362,7 @@ async def test_history_over_several_batches_reaches_the_model_whole_and_in_order
     """The newest batch is read with the conversation's opening, the older ones after it."""
     await say(core, "seed")
     [seed_user, seed_reply] = await messages(core)
-    rows = [
-        {
-            "conversation_id": seed_user.conversation_id,
-            "role": "user" if i % 2 == 0 else "assistant",
-            "content": f"old {i}",
-            "token_count": 7,
-            "token_encoding": "o200k_base",
-            "status": "complete",
-            "platform_message_ids": [],
-        }
-        for i in range(2 * HISTORY_BATCH + 21)
-    ]
+    rows = _old_turns(seed_user.conversation_id, 2 * HISTORY_BATCH + 21)
     async with core.db.transaction() as session:
         await session.execute(MessageRow.__table__.insert(), rows)
     await say(core, "latest")
