@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Insert, Row, Select, Update, bindparam, func, insert, select, update
+from sqlalchemy import Connection, Insert, Select, Update, bindparam, func, insert, select, update
 from sqlalchemy.sql.dml import ReturningInsert
 
 from core.storage.database import Database, Prepared, insert_ignoring_duplicates
@@ -150,7 +150,7 @@ def _open(
         message_id = _insert_message(connection, conversation_id, message)
         if with_history:
             values = {"conversation": conversation_id, "start_after": history_start, "before": message_id}
-            history = [HistoryItem(*row) for row in _history_rows(connection, values)]
+            history = _history_batch_items(connection, values)
     return Opened(conversation_id, history_start, taken, message_id, history)
 
 
@@ -162,10 +162,8 @@ def _update_message(
         also.execute(connection)
 
 
-def _history_rows(
-    connection: Connection, values: Mapping[str, Any]
-) -> Sequence[Row[int, str, str, int, str]]:
-    return connection.execute(_history_batch(), values).all()
+def _history_batch_items(connection: Connection, values: Mapping[str, Any]) -> list[HistoryItem]:
+    return [HistoryItem(*row) for row in connection.execute(_history_batch(), values)]
 
 
 class ConversationStore:
@@ -258,10 +256,7 @@ class ConversationStore:
             if first is not None:
                 batch, first = first, None
             else:
-                batch = [
-                    HistoryItem(*row)
-                    for row in await self._db.read(functools.partial(_history_rows, values=values))
-                ]
+                batch = await self._db.read(functools.partial(_history_batch_items, values=values))
             if not batch:
                 return
             yield batch
