@@ -62,22 +62,27 @@ def _name_of(function: Any, args: tuple[Any, ...]) -> str:
     return getattr(args[0], "__name__", "statement") if name == "_waiting" else name
 
 
-async def test_only_an_open_transaction_costs_a_rollback(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """The pool rolls back every connection it gets back; with nothing to undo, no trip is made."""
-    trips: list[str] = []
+@pytest.fixture
+def trips(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The trips to aiosqlite's thread from now on, by what they run (see `_name_of`)."""
+    made: list[str] = []
     execute = aiosqlite.Connection._execute
 
     async def counted(self: aiosqlite.Connection, function: Any, *args: Any, **kwargs: Any) -> Any:
-        trips.append(_name_of(function, args))
+        made.append(_name_of(function, args))
         return await execute(self, function, *args, **kwargs)
 
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+    return made
+
+
+async def test_only_an_open_transaction_costs_a_rollback(tmp_path: Path, trips: list[str]) -> None:
+    """The pool rolls back every connection it gets back; with nothing to undo, no trip is made."""
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'trips.db'}")
     try:
         async with db.engine.begin() as connection:
             await connection.run_sync(metadata.create_all)
-        monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+        trips.clear()
         async with db.engine.begin() as connection:
             await connection.execute(insert(items), {"name": "kept"})
         assert trips == ["_run", "commit"]
@@ -107,16 +112,10 @@ def _all_names(connection: Connection) -> list[str]:
 
 
 async def test_a_replys_statements_run_on_the_loop_and_only_commits_take_a_trip(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trips: list[str]
 ) -> None:
-    trips: list[str] = []
     threads: list[int] = []
-    execute = aiosqlite.Connection._execute
     run = OneTripCursor._run
-
-    async def counted(self: aiosqlite.Connection, function: Any, *args: Any, **kwargs: Any) -> Any:
-        trips.append(_name_of(function, args))
-        return await execute(self, function, *args, **kwargs)
 
     def located(self: OneTripCursor, *args: Any) -> None:
         threads.append(threading.get_ident())
@@ -126,7 +125,7 @@ async def test_a_replys_statements_run_on_the_loop_and_only_commits_take_a_trip(
     try:
         async with db.engine.begin() as connection:
             await connection.run_sync(metadata.create_all)
-        monkeypatch.setattr(aiosqlite.Connection, "_execute", counted)
+        trips.clear()
         monkeypatch.setattr(OneTripCursor, "_run", located)
         await db.write(lambda connection: (_insert(connection, "a"), _insert(connection, "b")))
         assert await db.read(_all_names) == ["a", "b"]
