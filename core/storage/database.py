@@ -156,7 +156,8 @@ class Database:
             return await greenlet_spawn(_write, self.engine.sync_engine, work)
 
     async def read(self, work: Callable[[Connection], T]) -> T:
-        """`work(connection)` on a connection that is given back without committing (reads)."""
+        """`work(connection)` on a connection that is given back without committing (reads); the same
+        rule as for `write`: a few short, indexed statements."""
         with _short_statements():
             return await greenlet_spawn(_read, self.engine.sync_engine, work)
 
