@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, event
+from sqlalchemy import delete
 from sqlalchemy.dialects import sqlite
 
 from core.storage.database import Database
@@ -156,7 +156,7 @@ class _SqliteClaims:
         if not db.is_sqlite or url.query or url.database in (None, "", ":memory:"):
             return None
         claims = cls(str(url.database))
-        event.listen(db.engine.sync_engine, "engine_disposed", lambda _engine: claims.close())
+        db.on_close(claims.close)
         return claims
 
     def insert(self, rows: list[dict[str, Any]]) -> int | None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -17,6 +18,10 @@ from core.storage.database import Database
 from core.storage.models import ProcessedEventRow
 from tests.conftest import make_settings
 from tests.fakes.openai_server import FakeOpenAI
+
+
+def _wal_exists(database_path: str) -> bool:
+    return os.path.exists(f"{database_path}-wal")
 
 
 async def _stored(db: Database) -> set[str]:
@@ -126,3 +131,19 @@ async def test_sqlite_claims_wait_for_another_writer_without_blocking(sqlite_cor
         row = await session.get(ProcessedEventRow, ("slack", "Ev2"))
     assert row is not None
     assert abs(row.received_at.replace(tzinfo=UTC) - datetime.now(UTC)) < timedelta(seconds=5)
+
+
+async def test_closing_the_database_closes_the_claims_own_connection(
+    sqlite_url: str, fake_openai: FakeOpenAI
+) -> None:
+    opened = await Core.open(
+        make_settings(database_url=sqlite_url, openai_base_url=fake_openai.base_url, openai_api_key="sk-test")
+    )
+    assert await opened.events.claim("slack", "Ev1") is True  # written by the claims' own connection
+    path = opened.db.engine.url.database
+    assert path is not None
+    await opened.aclose()
+    # SQLite folds the WAL back into the file and deletes it when the last connection closes.
+    assert not _wal_exists(path)
+    # Closing it is not an engine event: any listener there makes every statement look for listeners.
+    assert not opened.db.engine.sync_engine._has_events

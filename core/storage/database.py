@@ -116,6 +116,7 @@ class Database:
         self.url = url
         self.engine = create_engine(url)
         self.sessions = async_sessionmaker(self.engine, expire_on_commit=False)
+        self._on_close: list[Callable[[], None]] = []
 
     @property
     def is_sqlite(self) -> bool:
@@ -161,7 +162,18 @@ class Database:
         with _short_statements():
             return await greenlet_spawn(_read, self.engine.sync_engine, work)
 
+    def on_close(self, callback: Callable[[], None]) -> None:
+        """Call `callback` when the database is closed (e.g. to close a connection opened beside the pool).
+
+        Not an engine event: any connection event listener on the engine makes every statement check
+        for listeners, which cost about a tenth of a reply's database work.
+        """
+        self._on_close.append(callback)
+
     async def aclose(self) -> None:
+        callbacks, self._on_close = self._on_close, []
+        for callback in callbacks:
+            callback()
         await self.engine.dispose()
 
 
