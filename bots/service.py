@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from typing import Protocol
@@ -74,6 +75,17 @@ def add_health_routes(app: web.Application, core: Core, adapters: list[Adapter])
     app.router.add_get("/metrics", metrics)
 
 
+def freeze_startup_objects() -> None:
+    """Collect start-up's garbage, then exempt what is still alive from later collections.
+
+    What start-up leaves alive (modules, classes, compiled statements: ~100,000 objects) lives as
+    long as the process. Left in the collector's oldest generation, every full collection walked it
+    all: about 60 ms of CPU, during which the event loop stood still, every few dozen replies.
+    """
+    gc.collect()
+    gc.freeze()
+
+
 async def serve(core: Core, stop: asyncio.Event | None = None) -> None:
     """Run until `stop` is set or a SIGTERM/SIGINT arrives."""
     stop = stop or asyncio.Event()
@@ -96,6 +108,7 @@ async def serve(core: Core, stop: asyncio.Event | None = None) -> None:
             await adapter.start()
             log.info("%s adapter started", adapter.name)
         await scheduler.start()
+        freeze_startup_objects()
         await stop.wait()
         log.info("stopping: no new events; replies in flight get %.0f s", core.settings.shutdown_grace)
         for adapter in adapters:
