@@ -50,6 +50,22 @@ class StreamState:
         Providers are lenient in what they send: null or empty `choices`, a null delta, non-string
         content, usage only in the last chunk; anything unexpected is ignored rather than trusted.
         """
+        # Nearly every chunk is one choice's next words and nothing else: its text, with the fewest
+        # look-ups (this runs ~150 times per reply). Any other chunk takes the full path below.
+        if self.model is not None and chunk.get("usage") is None:
+            choices = chunk.get("choices")
+            if type(choices) is list and choices:
+                choice = choices[0]
+                if type(choice) is dict and choice.get("finish_reason") is None:
+                    delta = choice.get("delta")
+                    content = delta.get("content") if type(delta) is dict else None
+                    if type(content) is str and content:
+                        self.text_started = True
+                        self._last_token_at = now
+                        return content
+        return self._absorb_any(chunk, now)
+
+    def _absorb_any(self, chunk: dict[str, Any], now: float) -> str:
         model = chunk.get("model")
         if self.model is None and isinstance(model, str) and model:
             self.model = model
