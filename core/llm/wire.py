@@ -30,6 +30,7 @@ from core.llm.failures import (
     status_error,
 )
 from core.llm.sse import ServerEvent, SSEDecoder
+from core.metrics import measured_sleep
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 ERROR_BODY_LIMIT = 64 * 1024
@@ -152,7 +153,7 @@ class ChunkStream:
         if wait > 0 and transport is not None and idle:
             transport.pause_reading()
             try:
-                await asyncio.sleep(wait)
+                await measured_sleep(wait)
             finally:
                 if not transport.is_closing():
                     transport.resume_reading()

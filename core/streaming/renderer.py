@@ -28,6 +28,7 @@ import time
 from dataclasses import dataclass
 from typing import Literal
 
+from core.metrics import measured_sleep
 from core.streaming.budget import EditBudgets
 from core.streaming.splitting import Part, ReplySplitter
 from core.surface import (
@@ -302,7 +303,7 @@ class ReplyRenderer:
             ready = max(ready, self._messages[target].last_edit + self._interval)
         delay = ready - time.monotonic()
         if delay > 0:
-            await asyncio.sleep(delay)
+            await measured_sleep(delay)
         # An intermediate update yields to every urgent call: it is stretched out, not skipped, and
         # shows the newest text when its turn comes (a finishing reply drops it from the queue).
         final = target < len(self._splitter.finalised)
